@@ -1,0 +1,1 @@
+"""Channel adapters: each translates between one platform and the core, with no business logic."""

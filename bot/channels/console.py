@@ -1,0 +1,43 @@
+"""The console channel: a chat on a terminal, or one message per line when stdin is piped."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from bot.engine import Engine
+from bot.models import IncomingMessage
+from bot.replies import render_plain
+
+CHANNEL = "console"
+PROMPT = "您> "
+QUIT = {"/quit", "/exit", "exit", "quit"}
+
+
+async def chat(
+    engine: Engine,
+    *,
+    user_id: str = "local",
+    stdin: TextIO = sys.stdin,
+    stdout: TextIO = sys.stdout,
+) -> None:
+    """Read messages until end of input; print the bot's replies after each."""
+    interactive = stdin.isatty()
+    if interactive:
+        stdout.write("个人信息保护助手（输入 /quit 退出）\n")
+    while True:
+        if interactive:
+            stdout.write(PROMPT)
+            stdout.flush()
+        line = stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in QUIT:
+            break
+        replies = await engine.handle(IncomingMessage(CHANNEL, user_id, text))
+        for block in render_plain(replies):
+            stdout.write(f"助手> {block}\n\n")
+        stdout.flush()

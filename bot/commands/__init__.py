@@ -1,0 +1,1 @@
+"""The `infoguard` subcommands, one module each; every module has `register(subparsers)`."""

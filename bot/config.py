@@ -1,0 +1,93 @@
+"""Settings: where content and data live, and the channels' secrets, all from the environment.
+
+Secrets are only read here and never logged; `Settings.__repr__` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from bot.errors import ConfigError
+
+_PACKAGE = Path(__file__).resolve().parent
+_SECRET = {"secret": True}
+
+
+def bundled_dir(name: str) -> Path:
+    """A bundled content folder: inside the installed wheel, or at the root of a checkout."""
+    installed = _PACKAGE / "_content" / name
+    return installed if installed.is_dir() else _PACKAGE.parent / name
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "infoguard"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the bot reads, each from an INFOGUARD_* (or WECHAT_* / TELEGRAM_*) variable."""
+
+    knowledge_dir: Path = field(default_factory=lambda: bundled_dir("knowledge"))
+    cases_dir: Path = field(default_factory=lambda: bundled_dir("cases_explained"))
+    database: Path = field(default_factory=lambda: default_data_dir() / "infoguard.sqlite3")
+    public_url: str = ""
+    """Public base URL of `infoguard serve` (e.g. https://bot.example.gov.cn); case pages live
+    under /cases/ there."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    wechat_app_id: str = ""
+    wechat_secret: str = field(default="", metadata=_SECRET)
+    wechat_token: str = field(default="", metadata=_SECRET)
+    wechat_aes_key: str = field(default="", metadata=_SECRET)
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    telegram_token: str = field(default="", metadata=_SECRET)
+    telegram_mode: str = "polling"
+    telegram_webhook_secret: str = field(default="", metadata=_SECRET)
+    telegram_api_base: str = ""
+    push_interval_days: float = 7.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = _env_name(f.name)
+            if name not in env or env[name] == "":
+                continue
+            raw = env[name]
+            if f.type in ("Path", Path):
+                values[f.name] = Path(raw).expanduser()
+            elif f.type in ("int", int):
+                values[f.name] = _number(name, raw, int)
+            elif f.type in ("float", float):
+                values[f.name] = _number(name, raw, float)
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        shown = (
+            f"{f.name}={'***' if f.metadata.get('secret') and getattr(self, f.name) else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({', '.join(shown)})"
+
+    def case_url(self, case_id: str) -> str | None:
+        return f"{self.public_url.rstrip('/')}/cases/{case_id}" if self.public_url else None
+
+
+def _env_name(field_name: str) -> str:
+    if field_name.startswith(("wechat_", "telegram_")):
+        return field_name.upper()
+    return "INFOGUARD_" + field_name.upper()
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None

@@ -1,0 +1,165 @@
+"""Loads and validates the bundled content: knowledge entries, cases, lexicon and bot wording.
+
+Every problem in every file is collected and reported at once, one per line, as
+`file: entry id: field: problem`, so an editor can fix them all in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.errors import ContentError
+from bot.models import Button
+from bot.schema import BotFile, BotTexts, Case, Entry, KnowledgeFile, Lexicon
+
+LEXICON_FILE = "_lexicon.yaml"
+BOT_FILE = "_bot.yaml"
+NO_ID = "-"
+
+# A run of digits that could be a phone number, not a count, amount, year or article.
+_NUMBER_LIKE = re.compile(r"(?<![0-9.,])[0-9][0-9-]{2,}[0-9](?![0-9.,%万元条件人张年月日岁])")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything the bot knows, validated."""
+
+    entries: dict[str, Entry]
+    cases: dict[str, Case]
+    lexicon: Lexicon
+    texts: BotTexts
+    menu: tuple[Button, ...]
+    official_numbers: frozenset[str]
+    knowledge_dir: Path
+
+
+def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
+    """Load and check all content; raise ContentError listing every problem found."""
+    problems: list[str] = []
+    entries: dict[str, Entry] = {}
+    entry_files: dict[str, str] = {}
+    if not knowledge_dir.is_dir():
+        raise ContentError([f"{knowledge_dir}: {NO_ID}: -: not a directory"])
+    for path in sorted(knowledge_dir.glob("*.yaml")):
+        if path.name.startswith("_"):
+            continue
+        parsed = _parse(path, KnowledgeFile, problems, entry_list="entries")
+        for entry in parsed.entries if parsed else ():
+            if entry.id in entries:
+                problems.append(
+                    f"{path.name}: {entry.id}: id: duplicate id, also in {entry_files[entry.id]}"
+                )
+                continue
+            entries[entry.id] = entry
+            entry_files[entry.id] = path.name
+
+    lexicon = _parse(knowledge_dir / LEXICON_FILE, Lexicon, problems)
+    bot_file = _parse(knowledge_dir / BOT_FILE, BotFile, problems)
+    cases = _load_cases(cases_dir, problems)
+    official = frozenset(bot_file.official_numbers) if bot_file else frozenset()
+    problems += _check_references(entries, entry_files, cases)
+    if bot_file:
+        problems += _check_numbers(entries, entry_files, official)
+    if problems or lexicon is None or bot_file is None:
+        raise ContentError(problems)
+    menu = tuple(Button(m.label, m.payload) for m in bot_file.menu)
+    return Content(entries, cases, lexicon, bot_file.texts, menu, official, knowledge_dir)
+
+
+def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:
+    cases: dict[str, Case] = {}
+    if not cases_dir.is_dir():
+        problems.append(f"{cases_dir}: {NO_ID}: -: not a directory")
+        return cases
+    for path in sorted(cases_dir.glob("*.yaml")):
+        case = _parse(path, Case, problems)
+        if case is None:
+            continue
+        if case.id != path.stem:
+            problems.append(f"{path.name}: {case.id}: id: must match the file name ({path.stem})")
+        cases[case.id] = case
+    return cases
+
+
+def _parse(path: Path, model: type[M], problems: list[str], entry_list: str = "") -> M | None:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{path.name}: {NO_ID}: -: file is missing")
+        return None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        problems.append(f"{path.name}: {NO_ID}: -: YAML syntax error at {where}: {exc.problem}")
+        return None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name}: {NO_ID}: -: unreadable: {exc}")
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe(path.name, raw, exc, entry_list))
+        return None
+
+
+def _describe(file: str, raw: Any, exc: ValidationError, entry_list: str) -> Iterable[str]:
+    for err in exc.errors():
+        loc = list(err["loc"])
+        owner = raw.get("id", NO_ID) if isinstance(raw, dict) else NO_ID
+        if entry_list and len(loc) >= 2 and loc[0] == entry_list and isinstance(loc[1], int):
+            item = raw[entry_list][loc[1]] if isinstance(raw, dict) else None
+            owner = item.get("id") if isinstance(item, dict) and item.get("id") else f"#{loc[1] + 1}"
+            loc = loc[2:]
+        field = ".".join(str(p) for p in loc) or "-"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "missing"
+        elif "input" in err and err["type"].endswith("_type"):
+            message = f"{message} (got {type(err['input']).__name__}: quote it)"
+        yield f"{file}: {owner}: {field}: {message}"
+
+
+def _check_references(
+    entries: dict[str, Entry], entry_files: dict[str, str], cases: dict[str, Case]
+) -> list[str]:
+    problems: list[str] = []
+    for entry in entries.values():
+        file = entry_files[entry.id]
+        problems += [
+            f"{file}: {entry.id}: related: no entry with id {r!r}"
+            for r in entry.related
+            if r not in entries
+        ]
+        problems += [
+            f"{file}: {entry.id}: cases: no case with id {c!r}" for c in entry.cases if c not in cases
+        ]
+    for case in cases.values():
+        problems += [
+            f"{case.id}.yaml: {case.id}: related: no entry with id {r!r}"
+            for r in case.related
+            if r not in entries
+        ]
+    return problems
+
+
+def _check_numbers(
+    entries: dict[str, Entry], entry_files: dict[str, str], official: frozenset[str]
+) -> list[str]:
+    """Only whitelisted official numbers may appear in an answer: never an invented one."""
+    return [
+        f"{entry_files[e.id]}: {e.id}: answer: {number} is not a whitelisted official number"
+        for e in entries.values()
+        for number in _NUMBER_LIKE.findall(e.answer)
+        if number not in official and not re.fullmatch(r"(19|20)[0-9]{2}", number)
+    ]

@@ -1,0 +1,207 @@
+"""The conversation engine: one incoming message in, typed replies out, for every channel.
+
+It guards personal data, keeps per-user session state through `Storage`, routes button
+payloads, runs the report guidance, and answers from the knowledge base through the matcher.
+It never talks to a platform and never logs or stores what the user typed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from bot import replies as payloads
+from bot.content import Content
+from bot.matcher import Matcher
+from bot.models import IncomingMessage, Outcome, Reply
+from bot.pii import find_personal_data, redact
+from bot.replies import ReplyBuilder
+from bot.report import FlowStep, ReportGuide
+from bot.schema import Entry
+from bot.storage import Storage
+from bot.text import display_clean
+
+_LOGGER = logging.getLogger(__name__)
+CASE_PREFIX = "case:"
+
+
+def _no_url(case_id: str) -> str | None:
+    return None
+
+
+class Engine:
+    """`await engine.handle(message)` returns the replies; `respond` adds what was understood."""
+
+    def __init__(
+        self,
+        content: Content,
+        storage: Storage,
+        *,
+        case_url: Callable[[str], str | None] = _no_url,
+    ) -> None:
+        self.content = content
+        self.storage = storage
+        self.matcher = Matcher(self._matchable_entries(content), content.lexicon)
+        self.build = ReplyBuilder(content, case_url)
+        self.guide = ReportGuide(content)
+
+    @staticmethod
+    def _matchable_entries(content: Content) -> list[Entry]:
+        # Cases are found by their title and tags, as pseudo-entries "case:<id>".
+        case_entries = [
+            Entry(
+                id=f"case_{case.id}"[:64],
+                title=case.title[:24],
+                questions=[case.title, *case.tags, case.title + "是什么案子"],
+                answer=case.summary,
+            )
+            for case in content.cases.values()
+        ]
+        return [*content.entries.values(), *case_entries]
+
+    async def handle(self, message: IncomingMessage) -> list[Reply]:
+        return (await self.respond(message)).replies
+
+    async def respond(self, message: IncomingMessage) -> Outcome:
+        """Answer one message; personal data in it is never echoed, logged or stored."""
+        findings = find_personal_data(message.text)
+        text = redact(message.text).strip()
+        session = await self.storage.get_session(message.channel, message.user_id) or {}
+        outcome = await self._route(message, text, session)
+        if findings:
+            warning = Reply(self.content.texts.pii_warning)
+            outcome = Outcome([*outcome.replies, warning], outcome.entry_id, outcome.score,
+                              outcome.fallback)
+        await self._remember_options(message, session, outcome.replies)
+        _LOGGER.info(
+            "answered channel=%s entry=%s score=%.2f fallback=%s pii=%d",
+            message.channel, outcome.entry_id, outcome.score, outcome.fallback, len(findings),
+        )
+        return outcome
+
+    async def _route(self, message: IncomingMessage, text: str, session: dict[str, Any]) -> Outcome:
+        payload = self._payload_for(text, session)
+        if self.guide.is_emergency(text):
+            session.pop("flow", None)
+            return Outcome(self.guide.emergency(), "emergency", 1.0)
+        if payload:
+            return await self._on_payload(message, payload, session)
+        if "flow" in session:
+            step = self.guide.step(session["flow"], text)
+            if not step.passthrough:
+                return self._after_flow_step(step, session)
+            answer = await self._answer(message, text, session)
+            return Outcome([*answer.replies, *step.replies], answer.entry_id, answer.score,
+                           answer.fallback)
+        return await self._answer(message, text, session)
+
+    @staticmethod
+    def _payload_for(text: str, session: dict[str, Any]) -> str | None:
+        if text.startswith("#"):
+            return text
+        options = session.get("options") or []
+        choice = display_clean(text)
+        if choice.isdigit() and 1 <= int(choice) <= len(options):
+            return str(options[int(choice) - 1])
+        return None
+
+    async def _on_payload(
+        self, message: IncomingMessage, payload: str, session: dict[str, Any]
+    ) -> Outcome:
+        kind, _, arg = payload.partition(":")
+        kind += ":" if arg else ""
+        if kind == payloads.ENTRY and arg in self.content.entries:
+            return await self._entry_outcome(message, self.content.entries[arg], 1.0, (), session)
+        if kind == payloads.CASE and arg in self.content.cases:
+            return Outcome([self.build.case_reply(self.content.cases[arg])], CASE_PREFIX + arg, 1.0)
+        if kind == payloads.CASES_PAGE and arg.isdigit():
+            return Outcome([self.build.case_list(int(arg))], "list_cases", 1.0)
+        if kind in (payloads.REPORT, payloads.REPORT.rstrip(":")):
+            return self._after_flow_step(self.guide.start(arg or None, ""), session)
+        if payload == payloads.SUBSCRIBE:
+            return await self._subscribe(message)
+        if payload == payloads.UNSUBSCRIBE:
+            return await self._unsubscribe(message)
+        if "flow" in session:
+            return self._after_flow_step(self.guide.step(session["flow"], payload), session)
+        return self._fallback(0.0)
+
+    def _after_flow_step(self, step: FlowStep, session: dict[str, Any]) -> Outcome:
+        if step.state is None:
+            session.pop("flow", None)
+        else:
+            session["flow"] = step.state
+        return Outcome(step.replies, "report", 1.0)
+
+    async def _answer(self, message: IncomingMessage, text: str, session: dict[str, Any]) -> Outcome:
+        match = self.matcher.match(text)
+        if match.entry_id is None:
+            if not self.matcher.content_of(text):
+                return Outcome([self._welcome()], "greeting", 1.0)
+            return self._fallback(match.score)
+        if match.entry_id.startswith("case_"):
+            case_id = match.entry_id.removeprefix("case_")
+            if case_id in self.content.cases:
+                case = self.content.cases[case_id]
+                return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
+        entry = self.content.entries[match.entry_id]
+        also = tuple(e for e in match.also if e in self.content.entries)
+        return await self._entry_outcome(message, entry, match.score, also, session)
+
+    async def _entry_outcome(
+        self,
+        message: IncomingMessage,
+        entry: Entry,
+        score: float,
+        also: tuple[str, ...],
+        session: dict[str, Any],
+    ) -> Outcome:
+        if entry.intent == "subscribe":
+            return await self._subscribe(message)
+        if entry.intent == "unsubscribe":
+            return await self._unsubscribe(message)
+        if entry.intent == "report":
+            step = self.guide.start(None, "")
+            return self._after_flow_step(step, session)
+        if entry.intent == "greeting":
+            return Outcome([self._welcome()], entry.id, score)
+        reply = self.build.answer(entry, also=also)
+        if entry.intent == "list_cases":
+            cases = self.build.case_list(1)
+            reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)
+        return Outcome([reply], entry.id, score)
+
+    def _welcome(self) -> Reply:
+        texts = self.content.texts
+        return Reply(texts.welcome, self.content.menu)
+
+    def _fallback(self, score: float) -> Outcome:
+        return Outcome([Reply(self.content.texts.fallback, self.content.menu)], None, score, True)
+
+    async def _subscribe(self, message: IncomingMessage) -> Outcome:
+        new = await self.storage.subscribe(message.channel, message.user_id)
+        texts = self.content.texts
+        text = texts.subscribed if new else texts.already_subscribed
+        return Outcome([Reply(text, (payloads.Button("退订", payloads.UNSUBSCRIBE),))],
+                       "subscribe", 1.0)
+
+    async def _unsubscribe(self, message: IncomingMessage) -> Outcome:
+        was = await self.storage.forget_user(message.channel, message.user_id)
+        texts = self.content.texts
+        return Outcome([Reply(texts.unsubscribed if was else texts.not_subscribed)],
+                       "unsubscribe", 1.0)
+
+    async def _remember_options(
+        self, message: IncomingMessage, session: dict[str, Any], replies: list[Reply]
+    ) -> None:
+        """Keep the payloads of the last buttons shown, so "2" means the second one."""
+        options = [b.payload for r in replies for b in r.buttons]
+        if options:
+            session["options"] = options
+        elif "options" in session and "flow" not in session:
+            session.pop("options")
+        if session:
+            await self.storage.put_session(message.channel, message.user_id, session)
+        else:
+            await self.storage.delete_session(message.channel, message.user_id)

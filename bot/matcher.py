@@ -1,0 +1,237 @@
+"""Matches a citizen's message to a knowledge entry, or declines honestly.
+
+Pipeline (measured in ../shared/research/matching.md): normalise, split clauses, retrieve
+candidates with an IDF-weighted inverted index over character uni- and bigrams, score each
+candidate with a bounded blend (query coverage, document coverage, edit ratio), take the best
+question per entry, then decide: answer, or decline when the best score is low, when an
+out-of-scope exemplar wins, or when a long message is barely covered by the winning entry.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from pypinyin import lazy_pinyin
+from rapidfuzz import fuzz
+
+from bot.schema import Entry, Lexicon
+from bot.text import Normalizer
+
+# Thresholds, fitted on the bundled knowledge base (see tests/test_matcher_quality.py).
+ANSWER_THRESHOLD = 0.42
+"""Below this blended score the bot declines rather than guess."""
+SECOND_CHOICE_MARGIN = 0.08
+"""A runner-up within this margin of the winner is offered as "您是不是还想问"."""
+LONG_MESSAGE_CHARS = 25
+LONG_MESSAGE_MIN_COVERAGE = 0.22
+"""A long message whose content the winning entry covers less than this is declined."""
+CLAUSE_FULL_MASS = 10.0
+"""A clause with less IDF mass than this counts for proportionally less than the whole."""
+CANDIDATES = 120
+KEYWORD_WEIGHT = 0.9
+OUT_OF_SCOPE = "__out_of_scope__"
+
+_TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9]")
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The matcher's verdict on one message."""
+
+    entry_id: str | None
+    """The best entry, or None when the bot should decline."""
+    score: float
+    also: tuple[str, ...] = ()
+    """Other entries the message is about (other clauses, or a close runner-up)."""
+    ranking: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Doc:
+    entry_id: str
+    text: str
+    terms: frozenset[str]
+    keyword: bool
+
+
+def _terms(text: str, stop_chars: frozenset[str]) -> frozenset[str]:
+    tokens = _TOKEN.findall(text)
+    unigrams = {t for t in tokens if t not in stop_chars}
+    bigrams = {a + b for a, b in zip(tokens, tokens[1:], strict=False)}
+    return frozenset(unigrams | bigrams)
+
+
+@lru_cache(maxsize=8192)
+def _syllable(char: str) -> str:
+    return lazy_pinyin(char)[0]
+
+
+def _pinyin(text: str) -> tuple[str, ...]:
+    return tuple(_syllable(c) for c in text)
+
+
+class Matcher:
+    """Scores messages against the example questions, keywords and decline exemplars."""
+
+    def __init__(self, entries: Iterable[Entry], lexicon: Lexicon) -> None:
+        self.normalize = Normalizer(lexicon.replacements())
+        self._stop_chars = frozenset(lexicon.stop_chars)
+        stops = sorted(map(self.normalize, lexicon.stop_phrases), key=len, reverse=True)
+        self._stop_phrases = re.compile("|".join(map(re.escape, filter(None, stops))) or "(?!)")
+        self._urgent = [re.compile(p) for p in lexicon.urgent_patterns]
+        self._priority: dict[str, int] = {}
+        docs: list[_Doc] = []
+        self._keyword_pinyin: list[tuple[str, tuple[str, ...]]] = []
+        for entry in entries:
+            self._priority[entry.id] = entry.priority
+            for q in entry.questions:
+                docs.append(self._doc(entry.id, q, keyword=False))
+            for k in entry.keywords:
+                docs.append(self._doc(entry.id, k, keyword=True))
+                norm = self.normalize(k)
+                if len(norm) >= 2:
+                    self._keyword_pinyin.append((entry.id, _pinyin(norm)))
+        for q in lexicon.out_of_scope:
+            docs.append(self._doc(OUT_OF_SCOPE, q, keyword=False))
+        self._docs = [d for d in docs if d.terms]
+        self._build_index()
+
+    def _content(self, normalized: str) -> str:
+        return self._stop_phrases.sub("", normalized)
+
+    def _doc(self, entry_id: str, text: str, *, keyword: bool) -> _Doc:
+        content = self._content(self.normalize(text)) or self.normalize(text)
+        return _Doc(entry_id, content, _terms(content, self._stop_chars), keyword)
+
+    def _build_index(self) -> None:
+        postings: dict[str, list[int]] = defaultdict(list)
+        for i, doc in enumerate(self._docs):
+            for t in doc.terms:
+                postings[t].append(i)
+        n = len(self._docs)
+        self._postings = dict(postings)
+        self._idf = {t: math.log(1 + n / len(p)) for t, p in postings.items()}
+        self._unknown_idf = math.log(1 + n)
+        self._doc_mass = [sum(self._idf[t] for t in d.terms) for d in self._docs]
+        entry_terms: dict[str, set[str]] = defaultdict(set)
+        for doc in self._docs:
+            entry_terms[doc.entry_id] |= doc.terms
+        self._entry_terms = {e: frozenset(t) for e, t in entry_terms.items()}
+
+    def idf(self, term: str) -> float:
+        return self._idf.get(term, self._unknown_idf)
+
+    def content_of(self, message: str) -> str:
+        """The message's content after normalisation and stop phrases: empty for 你好 or ？？"""
+        return self._content(self.normalize(message))
+
+    def match(self, message: str) -> Match:
+        whole = self.content_of(message)
+        if not whole:
+            return Match(None, 0.0)
+        segments = [(whole, 1.0)]
+        clauses = [self._content(c) for c in self.normalize.clauses(message)]
+        if len(clauses) > 1:
+            for clause in filter(None, clauses):
+                mass = sum(self.idf(t) for t in _terms(clause, self._stop_chars))
+                segments.append((clause, min(1.0, mass / CLAUSE_FULL_MASS)))
+        best: dict[str, float] = {}
+        clause_winners: set[str] = set()
+        for i, (segment, weight) in enumerate(segments):
+            scores = self._score_segment(segment)
+            for entry_id, s in scores.items():
+                best[entry_id] = max(best.get(entry_id, 0.0), s * weight)
+            if i > 0 and scores:
+                top_id, top = max(scores.items(), key=lambda kv: kv[1])
+                if top * weight >= ANSWER_THRESHOLD:
+                    clause_winners.add(top_id)
+        ranking = tuple(sorted(best.items(), key=lambda kv: kv[1], reverse=True))
+        return self._decide(message, whole, ranking, clause_winners)
+
+    def _score_segment(self, segment: str) -> dict[str, float]:
+        terms = _terms(segment, self._stop_chars)
+        q_mass = sum(self.idf(t) for t in terms) or 1.0
+        overlap: dict[int, float] = defaultdict(float)
+        for t in terms:
+            w = self._idf.get(t)
+            if w is None:
+                continue
+            for i in self._postings[t]:
+                overlap[i] += w
+        top = sorted(overlap.items(), key=lambda kv: kv[1], reverse=True)[:CANDIDATES]
+        scores: dict[str, float] = {}
+        for i, shared in top:
+            doc = self._docs[i]
+            qcov = shared / q_mass
+            if doc.keyword:
+                s = KEYWORD_WEIGHT * qcov
+            else:
+                dcov = shared / (self._doc_mass[i] or 1.0)
+                s = 0.5 * qcov + 0.2 * dcov + 0.3 * fuzz.ratio(segment, doc.text) / 100
+            if s > scores.get(doc.entry_id, 0.0):
+                scores[doc.entry_id] = s
+        for entry_id, s in self._pinyin_keywords(segment):
+            if s > scores.get(entry_id, 0.0):
+                scores[entry_id] = s
+        return scores
+
+    def _pinyin_keywords(self, segment: str) -> Iterable[tuple[str, float]]:
+        """Keywords spelled with homophone typos (眼证码 for 验证码), by syllable sequence."""
+        if not self._keyword_pinyin or len(segment) > 40:
+            return
+        syllables = _pinyin(segment)
+        joined = " " + " ".join(syllables) + " "
+        for entry_id, keyword in self._keyword_pinyin:
+            if " " + " ".join(keyword) + " " in joined:
+                yield entry_id, KEYWORD_WEIGHT * len(keyword) / len(syllables)
+
+    def _decide(
+        self,
+        message: str,
+        whole: str,
+        ranking: tuple[tuple[str, float], ...],
+        clause_winners: set[str],
+    ) -> Match:
+        if not ranking:
+            return Match(None, 0.0, ranking=ranking)
+        top_id, top = ranking[0]
+        if top_id == OUT_OF_SCOPE or top < ANSWER_THRESHOLD:
+            return Match(None, top, ranking=ranking)
+        if len(whole) > LONG_MESSAGE_CHARS and self._coverage(whole, top_id) < (
+            LONG_MESSAGE_MIN_COVERAGE
+        ):
+            return Match(None, top, ranking=ranking)
+        primary = self._primary(message, top_id, clause_winners)
+        also = [e for e in clause_winners if e not in (primary, OUT_OF_SCOPE)]
+        also += [
+            e
+            for e, s in ranking[1:3]
+            if e not in (primary, OUT_OF_SCOPE) and e not in also and top - s < SECOND_CHOICE_MARGIN
+        ]
+        if primary != top_id and top_id not in also:
+            also.insert(0, top_id)
+        return Match(primary, top, tuple(also[:3]), ranking)
+
+    def _primary(self, message: str, top_id: str, clause_winners: set[str]) -> str:
+        # Priority may only reorder among entries that each won a clause on their own:
+        # a naive "highest priority near the top" rule wrecks single-topic accuracy.
+        contenders = (clause_winners | {top_id}) - {OUT_OF_SCOPE}
+        if len(contenders) == 1:
+            return top_id
+        urgent = any(p.search(message) for p in self._urgent)
+        best = max(contenders, key=lambda e: (self._priority.get(e, 1), e == top_id))
+        if urgent or self._priority.get(best, 1) > self._priority.get(top_id, 1):
+            return best
+        return top_id
+
+    def _coverage(self, whole: str, entry_id: str) -> float:
+        """Share of the message's IDF mass found anywhere in the entry's questions."""
+        terms = _terms(whole, self._stop_chars)
+        entry_terms = self._entry_terms.get(entry_id, frozenset())
+        mass = sum(self.idf(t) for t in terms) or 1.0
+        return sum(self.idf(t) for t in terms & entry_terms) / mass

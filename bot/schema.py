@@ -1,0 +1,139 @@
+"""The declared shape of every content file: knowledge entries, cases, lexicon, bot wording.
+
+Pydantic models with unknown keys forbidden; `bot.content` turns their errors into
+`file: entry id: field: problem` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+ReportScenario = Literal[
+    "fraud", "extortion", "leak", "doxxing", "spam", "app", "merchant", "sim_cards", "card_rental"
+]
+Intent = Literal["greeting", "help", "list_cases", "subscribe", "unsubscribe", "privacy", "report"]
+CaseKind = Literal["刑事", "民事", "民事公益诉讼", "行政公益诉讼", "其他"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LegalSource(Strict):
+    """One legal basis: a law (or judicial interpretation) and an article of it."""
+
+    law: Text
+    article: Text
+    note: Text | None = None
+
+    def cite(self) -> str:
+        law = self.law if self.law.startswith(("《", "两高《")) else f"《{self.law}》"
+        return f"{law}{self.article}"
+
+
+class Entry(Strict):
+    """One knowledge entry: the questions it answers and the answer."""
+
+    id: Identifier
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=24)]
+    questions: list[Text] = Field(min_length=3)
+    keywords: list[Text] = []
+    answer: Text
+    sources: list[LegalSource] = []
+    related: list[Identifier] = []
+    cases: list[Identifier] = []
+    priority: int = Field(default=1, ge=1, le=3)
+    report: ReportScenario | None = None
+    intent: Intent | None = None
+
+
+class KnowledgeFile(Strict):
+    entries: list[Entry] = Field(min_length=1)
+
+
+class CaseSource(Strict):
+    name: Text
+    url: Annotated[str, StringConstraints(pattern=r"^https://")] | None = None
+
+
+class Case(Strict):
+    """One case explained (以案释法) article."""
+
+    id: Identifier
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    kind: CaseKind
+    court: Text
+    date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]
+    local: bool = False
+    summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+    facts: Text
+    outcome: Text
+    legal_point: Text
+    articles: list[LegalSource] = Field(min_length=1)
+    lesson: Text
+    sources: list[CaseSource] = Field(min_length=1)
+    tags: list[Text] = []
+    related: list[Identifier] = []
+
+
+class Lexicon(Strict):
+    """Normalisation tables and decline exemplars for the matcher (knowledge/_lexicon.yaml)."""
+
+    dialect: dict[Text, str] = {}
+    variants: dict[Text, str] = {}
+    synonyms: dict[Text, str] = {}
+    typos: dict[Text, str] = {}
+    stop_phrases: list[Text] = []
+    stop_chars: str = ""
+    urgent_patterns: list[Text] = []
+    greetings: list[Text] = []
+    out_of_scope: list[Text] = []
+
+    @field_validator("urgent_patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            re.compile(p)
+        return patterns
+
+    def replacements(self) -> dict[str, str]:
+        return {**self.variants, **self.typos, **self.synonyms, **self.dialect}
+
+
+class BotTexts(Strict):
+    """The bot's own wording (knowledge/_bot.yaml): everything it says that is not an entry."""
+
+    welcome: Text
+    fallback: Text
+    clarify: Text
+    pii_warning: Text
+    related_heading: Text
+    cases_heading: Text
+    also_mentioned: Text
+    subscribed: Text
+    already_subscribed: Text
+    unsubscribed: Text
+    not_subscribed: Text
+    no_more_cases: Text
+    case_footer: Text
+    report_offer: Text
+    more_cases: Text
+
+
+class MenuItem(Strict):
+    label: Text
+    payload: Text
+
+
+class BotFile(Strict):
+    """knowledge/_bot.yaml: the bot's wording, main menu and official-number whitelist."""
+
+    texts: BotTexts
+    menu: list[MenuItem]
+    official_numbers: list[str]
+    """The only phone numbers the bot may print: the whitelisted official channels."""

@@ -1,0 +1,225 @@
+"""What the bot remembers, behind a small protocol: sessions, subscribers, seen message ids, and
+a key-value cache (e.g. the WeChat access token shared by all workers).
+
+The default implementation is an embedded SQLite file (aiosqlite). A server database can be
+added by implementing `Storage`; the engine and channels only see the protocol.
+Nothing here stores message text: sessions hold only the choices a user made.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+SESSION_TTL_SECONDS = 30 * 60
+"""An idle conversation (e.g. a half-finished report guidance) is forgotten after this."""
+SEEN_MESSAGE_TTL_SECONDS = 10 * 60
+"""WeChat retries within 15 s; ten minutes of message ids is ample for deduplication."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    channel: str
+    user_id: str
+    subscribed_at: float
+
+
+class Storage(Protocol):
+    """The persistence the core needs. All methods are safe to call concurrently."""
+
+    async def get_session(self, channel: str, user_id: str) -> dict[str, Any] | None: ...
+
+    async def put_session(
+        self, channel: str, user_id: str, state: dict[str, Any], *, ttl: float = ...
+    ) -> None: ...
+
+    async def delete_session(self, channel: str, user_id: str) -> None: ...
+
+    async def subscribe(self, channel: str, user_id: str) -> bool:
+        """Add a subscriber; False if they already were one."""
+        ...
+
+    async def is_subscribed(self, channel: str, user_id: str) -> bool: ...
+
+    def subscribers(
+        self, channel: str | None = None, *, batch: int = 1000
+    ) -> AsyncIterator[Subscriber]:
+        """Stream subscribers in a stable order without loading them all."""
+        ...
+
+    async def count_subscribers(self, channel: str | None = None) -> int: ...
+
+    async def forget_user(self, channel: str, user_id: str) -> bool:
+        """Delete everything held about a user (subscription, session); True if they were a
+        subscriber."""
+        ...
+
+    async def first_sighting(self, key: str, *, ttl: float = ...) -> bool:
+        """Record a message id; True the first time it is seen within `ttl` seconds."""
+        ...
+
+    async def cache_get(self, key: str) -> str | None: ...
+
+    async def cache_put(self, key: str, value: str, *, ttl: float) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    channel TEXT NOT NULL, user_id TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
+    PRIMARY KEY (channel, user_id));
+CREATE TABLE IF NOT EXISTS subscribers (
+    channel TEXT NOT NULL, user_id TEXT NOT NULL, subscribed_at REAL NOT NULL,
+    PRIMARY KEY (channel, user_id));
+CREATE TABLE IF NOT EXISTS seen_messages (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+
+class SqliteStorage:
+    """`Storage` in one SQLite file (or ":memory:"), opened with `await SqliteStorage.open(path)`."""
+
+    def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self._clock = clock
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, clock: Callable[[], float] = time.time
+    ) -> SqliteStorage:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(str(path))
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.executescript(_SCHEMA)
+        await db.commit()
+        return cls(db, clock)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def get_session(self, channel: str, user_id: str) -> dict[str, Any] | None:
+        async with self.db.execute(
+            "SELECT state, expires_at FROM sessions WHERE channel=? AND user_id=?",
+            (channel, user_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        if row[1] <= self._clock():
+            await self.delete_session(channel, user_id)
+            return None
+        state: dict[str, Any] = json.loads(row[0])
+        return state
+
+    async def put_session(
+        self,
+        channel: str,
+        user_id: str,
+        state: dict[str, Any],
+        *,
+        ttl: float = SESSION_TTL_SECONDS,
+    ) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
+            (channel, user_id, json.dumps(state, ensure_ascii=False), self._clock() + ttl),
+        )
+        await self.db.commit()
+
+    async def delete_session(self, channel: str, user_id: str) -> None:
+        await self.db.execute(
+            "DELETE FROM sessions WHERE channel=? AND user_id=?", (channel, user_id)
+        )
+        await self.db.commit()
+
+    async def purge_expired(self) -> int:
+        """Delete expired sessions, message ids and cache entries; returns how many rows went."""
+        now = self._clock()
+        removed = 0
+        for table in ("sessions", "seen_messages", "cache"):
+            cur = await self.db.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
+            removed += cur.rowcount
+        await self.db.commit()
+        return removed
+
+    async def subscribe(self, channel: str, user_id: str) -> bool:
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO subscribers VALUES (?, ?, ?)", (channel, user_id, self._clock())
+        )
+        await self.db.commit()
+        return cur.rowcount == 1
+
+    async def is_subscribed(self, channel: str, user_id: str) -> bool:
+        async with self.db.execute(
+            "SELECT 1 FROM subscribers WHERE channel=? AND user_id=?", (channel, user_id)
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def subscribers(
+        self, channel: str | None = None, *, batch: int = 1000
+    ) -> AsyncIterator[Subscriber]:
+        # Keyset pagination: constant memory, and stable while rows are added or removed.
+        last = ("", "")
+        while True:
+            sql = (
+                "SELECT channel, user_id, subscribed_at FROM subscribers "
+                "WHERE (channel, user_id) > (?, ?)"
+                + (" AND channel = ?" if channel else "")
+                + " ORDER BY channel, user_id LIMIT ?"
+            )
+            params: tuple[Any, ...] = (*last, channel, batch) if channel else (*last, batch)
+            async with self.db.execute(sql, params) as cur:
+                rows = list(await cur.fetchall())
+            for row in rows:
+                yield Subscriber(row[0], row[1], row[2])
+            if len(rows) < batch:
+                return
+            last = (rows[-1][0], rows[-1][1])
+
+    async def count_subscribers(self, channel: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM subscribers" + (" WHERE channel = ?" if channel else "")
+        async with self.db.execute(sql, (channel,) if channel else ()) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def forget_user(self, channel: str, user_id: str) -> bool:
+        cur = await self.db.execute(
+            "DELETE FROM subscribers WHERE channel=? AND user_id=?", (channel, user_id)
+        )
+        was_subscriber = cur.rowcount == 1
+        await self.db.execute(
+            "DELETE FROM sessions WHERE channel=? AND user_id=?", (channel, user_id)
+        )
+        await self.db.commit()
+        return was_subscriber
+
+    async def first_sighting(self, key: str, *, ttl: float = SEEN_MESSAGE_TTL_SECONDS) -> bool:
+        now = self._clock()
+        await self.db.execute("DELETE FROM seen_messages WHERE key=? AND expires_at <= ?", (key, now))
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO seen_messages VALUES (?, ?)", (key, now + ttl)
+        )
+        await self.db.commit()
+        return cur.rowcount == 1
+
+    async def cache_get(self, key: str) -> str | None:
+        async with self.db.execute(
+            "SELECT value FROM cache WHERE key=? AND expires_at > ?", (key, self._clock())
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def cache_put(self, key: str, value: str, *, ttl: float) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, value, self._clock() + ttl)
+        )
+        await self.db.commit()
