@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.commands import chat, kb
+from bot.commands import chat, kb, push, serve, wechat
 from bot.config import Settings
 from bot.errors import ContentError, InfoGuardError
 from bot.pii import install_log_redaction
 
-COMMANDS = (chat, kb)
+COMMANDS = (chat, kb, push, serve, wechat)
 
 
 def build_parser() -> argparse.ArgumentParser:
