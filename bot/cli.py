@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="个人信息保护助手 InfoGuard: answers questions about protecting personal "
         "information, guides reports to the police, and pushes case articles.",
     )
-    parser.add_argument("--knowledge", type=Path, help="knowledge folder (env INFOGUARD_KNOWLEDGE_DIR)")
+    parser.add_argument(
+        "--knowledge", type=Path, help="knowledge folder (env INFOGUARD_KNOWLEDGE_DIR)"
+    )
     parser.add_argument("--cases", type=Path, help="cases folder (env INFOGUARD_CASES_DIR)")
     parser.add_argument("--database", type=Path, help="SQLite file (env INFOGUARD_DATABASE)")
     parser.add_argument("--debug", action="store_true", help="log at DEBUG level")

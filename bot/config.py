@@ -70,11 +70,12 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
-        shown = (
-            f"{f.name}={'***' if f.metadata.get('secret') and getattr(self, f.name) else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
-        return f"Settings({', '.join(shown)})"
+        def shown(name: str, secret: bool) -> str:
+            value = getattr(self, name)
+            return f"{name}={'***' if secret and value else repr(value)}"
+
+        listed = (shown(f.name, bool(f.metadata.get("secret"))) for f in fields(self))
+        return f"Settings({', '.join(listed)})"
 
     def case_url(self, case_id: str) -> str | None:
         return f"{self.public_url.rstrip('/')}/cases/{case_id}" if self.public_url else None

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import ContentError
 from bot.models import Button
-from bot.schema import BotFile, BotTexts, Case, Entry, KnowledgeFile, Lexicon
+from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon
 
 LEXICON_FILE = "_lexicon.yaml"
 BOT_FILE = "_bot.yaml"
@@ -52,8 +52,7 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     for path in sorted(knowledge_dir.glob("*.yaml")):
         if path.name.startswith("_"):
             continue
-        parsed = _parse(path, KnowledgeFile, problems, entry_list="entries")
-        for entry in parsed.entries if parsed else ():
+        for entry in _parse_entries(path, problems):
             if entry.id in entries:
                 problems.append(
                     f"{path.name}: {entry.id}: id: duplicate id, also in {entry_files[entry.id]}"
@@ -90,36 +89,54 @@ def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:
     return cases
 
 
-def _parse(path: Path, model: type[M], problems: list[str], entry_list: str = "") -> M | None:
+def _read_yaml(path: Path, problems: list[str]) -> tuple[bool, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return True, yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         problems.append(f"{path.name}: {NO_ID}: -: file is missing")
-        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
         problems.append(f"{path.name}: {NO_ID}: -: YAML syntax error at {where}: {exc.problem}")
-        return None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         problems.append(f"{path.name}: {NO_ID}: -: unreadable: {exc}")
+    return False, None
+
+
+def _parse(path: Path, model: type[M], problems: list[str]) -> M | None:
+    ok, raw = _read_yaml(path, problems)
+    if not ok:
         return None
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(_describe(path.name, raw, exc, entry_list))
+        problems.extend(_describe(path.name, raw, exc))
         return None
 
 
-def _describe(file: str, raw: Any, exc: ValidationError, entry_list: str) -> Iterable[str]:
+def _parse_entries(path: Path, problems: list[str]) -> list[Entry]:
+    """Each entry is validated on its own, so one bad entry does not hide the others."""
+    ok, raw = _read_yaml(path, problems)
+    if not ok:
+        return []
+    if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list) or not raw["entries"]:
+        problems.append(f"{path.name}: {NO_ID}: entries: must be a non-empty list of entries")
+        return []
+    problems += [f"{path.name}: {NO_ID}: {key}: unknown key" for key in raw if key != "entries"]
+    entries: list[Entry] = []
+    for number, item in enumerate(raw["entries"], 1):
+        try:
+            entries.append(Entry.model_validate(item))
+        except ValidationError as exc:
+            fallback = f"#{number}"
+            problems.extend(_describe(path.name, item, exc, fallback))
+    return entries
+
+
+def _describe(file: str, raw: Any, exc: ValidationError, fallback: str = NO_ID) -> Iterable[str]:
+    owner = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
     for err in exc.errors():
-        loc = list(err["loc"])
-        owner = raw.get("id", NO_ID) if isinstance(raw, dict) else NO_ID
-        if entry_list and len(loc) >= 2 and loc[0] == entry_list and isinstance(loc[1], int):
-            item = raw[entry_list][loc[1]] if isinstance(raw, dict) else None
-            owner = item.get("id") if isinstance(item, dict) and item.get("id") else f"#{loc[1] + 1}"
-            loc = loc[2:]
-        field = ".".join(str(p) for p in loc) or "-"
+        field = ".".join(str(p) for p in err["loc"]) or "-"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
@@ -127,7 +144,7 @@ def _describe(file: str, raw: Any, exc: ValidationError, entry_list: str) -> Ite
             message = "missing"
         elif "input" in err and err["type"].endswith("_type"):
             message = f"{message} (got {type(err['input']).__name__}: quote it)"
-        yield f"{file}: {owner}: {field}: {message}"
+        yield f"{file}: {owner or fallback}: {field}: {message}"
 
 
 def _check_references(
@@ -142,7 +159,9 @@ def _check_references(
             if r not in entries
         ]
         problems += [
-            f"{file}: {entry.id}: cases: no case with id {c!r}" for c in entry.cases if c not in cases
+            f"{file}: {entry.id}: cases: no case with id {c!r}"
+            for c in entry.cases
+            if c not in cases
         ]
     for case in cases.values():
         problems += [

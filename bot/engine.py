@@ -15,7 +15,7 @@ from bot import replies as payloads
 from bot.content import Content
 from bot.matcher import Matcher
 from bot.models import IncomingMessage, Outcome, Reply
-from bot.pii import find_personal_data, redact
+from bot.pii import find_personal_data, redact, strip_placeholders
 from bot.replies import ReplyBuilder
 from bot.report import FlowStep, ReportGuide
 from bot.schema import Entry
@@ -48,13 +48,15 @@ class Engine:
 
     @staticmethod
     def _matchable_entries(content: Content) -> list[Entry]:
-        # Cases are found by their title and tags, as pseudo-entries "case:<id>".
+        # A question about a specific case (人脸识别第一案是什么) finds it by its title.
         case_entries = [
-            Entry(
-                id=f"case_{case.id}"[:64],
-                title=case.title[:24],
-                questions=[case.title, *case.tags, case.title + "是什么案子"],
-                answer=case.summary,
+            Entry.model_construct(
+                id=f"case_{case.id}",
+                title=case.title,
+                questions=[case.title],
+                keywords=[],
+                priority=1,
+                intent=None,
             )
             for case in content.cases.values()
         ]
@@ -71,12 +73,17 @@ class Engine:
         outcome = await self._route(message, text, session)
         if findings:
             warning = Reply(self.content.texts.pii_warning)
-            outcome = Outcome([*outcome.replies, warning], outcome.entry_id, outcome.score,
-                              outcome.fallback)
+            outcome = Outcome(
+                [*outcome.replies, warning], outcome.entry_id, outcome.score, outcome.fallback
+            )
         await self._remember_options(message, session, outcome.replies)
         _LOGGER.info(
             "answered channel=%s entry=%s score=%.2f fallback=%s pii=%d",
-            message.channel, outcome.entry_id, outcome.score, outcome.fallback, len(findings),
+            message.channel,
+            outcome.entry_id,
+            outcome.score,
+            outcome.fallback,
+            len(findings),
         )
         return outcome
 
@@ -92,8 +99,9 @@ class Engine:
             if not step.passthrough:
                 return self._after_flow_step(step, session)
             answer = await self._answer(message, text, session)
-            return Outcome([*answer.replies, *step.replies], answer.entry_id, answer.score,
-                           answer.fallback)
+            return Outcome(
+                [*answer.replies, *step.replies], answer.entry_id, answer.score, answer.fallback
+            )
         return await self._answer(message, text, session)
 
     @staticmethod
@@ -134,8 +142,10 @@ class Engine:
             session["flow"] = step.state
         return Outcome(step.replies, "report", 1.0)
 
-    async def _answer(self, message: IncomingMessage, text: str, session: dict[str, Any]) -> Outcome:
-        match = self.matcher.match(text)
+    async def _answer(
+        self, message: IncomingMessage, text: str, session: dict[str, Any]
+    ) -> Outcome:
+        match = self.matcher.match(strip_placeholders(text))
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
@@ -183,14 +193,16 @@ class Engine:
         new = await self.storage.subscribe(message.channel, message.user_id)
         texts = self.content.texts
         text = texts.subscribed if new else texts.already_subscribed
-        return Outcome([Reply(text, (payloads.Button("退订", payloads.UNSUBSCRIBE),))],
-                       "subscribe", 1.0)
+        return Outcome(
+            [Reply(text, (payloads.Button("退订", payloads.UNSUBSCRIBE),))], "subscribe", 1.0
+        )
 
     async def _unsubscribe(self, message: IncomingMessage) -> Outcome:
         was = await self.storage.forget_user(message.channel, message.user_id)
         texts = self.content.texts
-        return Outcome([Reply(texts.unsubscribed if was else texts.not_subscribed)],
-                       "unsubscribe", 1.0)
+        return Outcome(
+            [Reply(texts.unsubscribed if was else texts.not_subscribed)], "unsubscribe", 1.0
+        )
 
     async def _remember_options(
         self, message: IncomingMessage, session: dict[str, Any], replies: list[Reply]

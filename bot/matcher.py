@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import pairwise
 
 from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz
@@ -62,7 +63,7 @@ class _Doc:
 def _terms(text: str, stop_chars: frozenset[str]) -> frozenset[str]:
     tokens = _TOKEN.findall(text)
     unigrams = {t for t in tokens if t not in stop_chars}
-    bigrams = {a + b for a, b in zip(tokens, tokens[1:], strict=False)}
+    bigrams = {a + b for a, b in pairwise(tokens)}
     return frozenset(unigrams | bigrams)
 
 

@@ -75,7 +75,18 @@ def _without_overlaps(found: list[Finding]) -> list[Finding]:
     return sorted(kept, key=lambda f: f.start)
 
 
-_MASKS = {"id_number": "[身份证号]", "mobile": "[手机号]", "bank_card": "[银行卡号]", "email": "[邮箱]"}
+_LEFTOVER_MASK = "[号码]"
+_MASKS = {
+    "id_number": "[身份证号]",
+    "mobile": "[手机号]",
+    "bank_card": "[银行卡号]",
+    "email": "[邮箱]",
+}
+
+
+def strip_placeholders(text: str) -> str:
+    """Redacted text without its placeholders: what the matcher should read."""
+    return re.sub("|".join(map(re.escape, [*_MASKS.values(), _LEFTOVER_MASK])), "", text)
 
 
 def redact(text: str) -> str:
@@ -84,7 +95,7 @@ def redact(text: str) -> str:
     for f in reversed(findings):
         text = text[: f.start] + _MASKS[f.kind] + text[f.end :]
     # Any long digit run left over (an ID with a wrong check digit, say) is masked too.
-    return re.sub(r"[0-9]{11,}", "[号码]", text)
+    return re.sub(r"[0-9]{11,}", _LEFTOVER_MASK, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -50,7 +50,9 @@ class ReplyBuilder:
         buttons = list(dict.fromkeys(buttons))[:MAX_BUTTONS]
         text = entry.answer.strip() + self.citation(entry)
         if also:
-            titles = "、".join(self.content.entries[e].title for e in also if e in self.content.entries)
+            titles = "、".join(
+                self.content.entries[e].title for e in also if e in self.content.entries
+            )
             text += f"\n\n{texts.also_mentioned}{titles}"
         return Reply(text, tuple(buttons))
 

@@ -52,10 +52,6 @@ class Entry(Strict):
     intent: Intent | None = None
 
 
-class KnowledgeFile(Strict):
-    entries: list[Entry] = Field(min_length=1)
-
-
 class CaseSource(Strict):
     name: Text
     url: Annotated[str, StringConstraints(pattern=r"^https://")] | None = None

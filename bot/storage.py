@@ -79,12 +79,13 @@ CREATE TABLE IF NOT EXISTS subscribers (
     channel TEXT NOT NULL, user_id TEXT NOT NULL, subscribed_at REAL NOT NULL,
     PRIMARY KEY (channel, user_id));
 CREATE TABLE IF NOT EXISTS seen_messages (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 
 
 class SqliteStorage:
-    """`Storage` in one SQLite file (or ":memory:"), opened with `await SqliteStorage.open(path)`."""
+    """`Storage` in one SQLite file (or ":memory:"): `await SqliteStorage.open(path)`."""
 
     def __init__(self, db: aiosqlite.Connection, clock: Callable[[], float] = time.time) -> None:
         self.db = db
@@ -204,7 +205,9 @@ class SqliteStorage:
 
     async def first_sighting(self, key: str, *, ttl: float = SEEN_MESSAGE_TTL_SECONDS) -> bool:
         now = self._clock()
-        await self.db.execute("DELETE FROM seen_messages WHERE key=? AND expires_at <= ?", (key, now))
+        await self.db.execute(
+            "DELETE FROM seen_messages WHERE key=? AND expires_at <= ?", (key, now)
+        )
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO seen_messages VALUES (?, ?)", (key, now + ttl)
         )

@@ -1,0 +1,40 @@
+"""Shared fixtures: a small content folder built from the real shared files plus tiny entries."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.content import Content, load_content
+from bot.engine import Engine
+from bot.storage import SqliteStorage
+
+ROOT = Path(__file__).resolve().parent.parent
+MINI = Path(__file__).resolve().parent / "data" / "mini"
+
+
+@pytest.fixture
+def mini_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the mini knowledge base (real _bot.yaml and _lexicon.yaml) and its cases."""
+    knowledge = tmp_path / "knowledge"
+    cases = tmp_path / "cases"
+    shutil.copytree(MINI / "knowledge", knowledge)
+    shutil.copytree(MINI / "cases", cases)
+    for name in ("_bot.yaml", "_lexicon.yaml", "bot.yaml"):
+        shutil.copy(ROOT / "knowledge" / name, knowledge / name)
+    return knowledge, cases
+
+
+@pytest.fixture
+def mini_content(mini_dirs: tuple[Path, Path]) -> Content:
+    return load_content(*mini_dirs)
+
+
+@pytest.fixture
+async def mini_engine(mini_content: Content, tmp_path: Path) -> AsyncIterator[Engine]:
+    storage = await SqliteStorage.open(tmp_path / "engine.sqlite3")
+    yield Engine(mini_content, storage, case_url=lambda c: f"https://bot.example/cases/{c}")
+    await storage.close()

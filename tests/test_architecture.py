@@ -1,0 +1,57 @@
+"""The dependency rule, checked by parsing imports: the core knows nothing of any platform."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+BOT = Path(__file__).resolve().parent.parent / "bot"
+PLATFORM_LIBRARIES = {"wechatpy", "telegram", "aiohttp", "defusedxml"}
+# Modules allowed to touch the web framework: the server composition and the case pages.
+WEB_MODULES = {"server.py", "pages.py"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def core_modules() -> list[Path]:
+    return sorted(p for p in BOT.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.name)
+def test_core_does_not_import_platforms_or_channels(path: Path) -> None:
+    imports = imported_modules(path)
+    roots = {name.split(".")[0] for name in imports}
+    allowed = {"aiohttp"} if path.name in WEB_MODULES else set()
+    assert not (roots & (PLATFORM_LIBRARIES - allowed)), f"{path.name} imports {roots}"
+    if path.name not in {"server.py", "cli.py"}:
+        assert not any(name.startswith("bot.channels") for name in imports), path.name
+        assert not any(name.startswith("bot.commands") for name in imports), path.name
+
+
+@pytest.mark.parametrize("path", sorted(BOT.glob("channels/*.py")), ids=lambda p: p.name)
+def test_channels_do_not_import_each_other(path: Path) -> None:
+    own = path.stem.removesuffix("_api")
+    for name in imported_modules(path):
+        if name.startswith("bot.channels."):
+            assert name.split(".")[2].startswith(own), f"{path.name} imports {name}"
+
+
+def test_only_the_matcher_uses_rapidfuzz() -> None:
+    users = [p.name for p in BOT.rglob("*.py") if "rapidfuzz" in str(imported_modules(p))]
+    assert users == ["matcher.py"]
+
+
+@pytest.mark.parametrize("path", sorted(BOT.rglob("*.py")), ids=lambda p: str(p.relative_to(BOT)))
+def test_every_module_says_what_it_owns(path: Path) -> None:
+    assert ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))), path

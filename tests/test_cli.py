@@ -1,0 +1,120 @@
+"""The command line: the `ask --json` contract, `kb export`, help texts and error exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bot.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+    )
+
+
+def test_ask_json_contract_in_one_process(tmp_path: Path) -> None:
+    questions = ["验证码能告诉别人吗", "明天股票会涨吗", "我身份证号530102199003071238被人冒用了"]
+    # Run from an unrelated folder: the bundled content must be found wherever we are.
+    result = run("ask", "--json", stdin="\n".join(questions) + "\n", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["question"] for r in rows] == questions
+    for row in rows:
+        assert set(row) == {"question", "answer", "entry", "score", "fallback"}
+    assert rows[0]["entry"] == "verification_code" and rows[0]["fallback"] is False
+    assert rows[1]["entry"] is None and rows[1]["fallback"] is True
+    assert "530102199003071238" not in rows[2]["answer"]
+    assert "不要在聊天里发送" in rows[2]["answer"]
+
+
+def test_ask_one_question_plain() -> None:
+    result = run("ask", "96110是什么电话")
+    assert result.returncode == 0
+    assert "96110" in result.stdout
+
+
+def test_kb_export_shape() -> None:
+    result = run("kb", "export")
+    data = json.loads(result.stdout)
+    entry = data["entries"][0]
+    assert {"id", "questions", "answer"} <= set(entry)
+    assert len(data["cases"]) >= 12
+
+
+def test_chat_with_piped_stdin(tmp_path: Path) -> None:
+    result = run("--database", str(tmp_path / "db.sqlite3"), "chat", stdin="你好\n2\n")
+    assert result.returncode == 0, result.stderr
+    assert "个人信息保护助手" in result.stdout
+    assert "以案释法" in result.stdout  # "2" chose the second menu button: the case list
+
+
+def subcommand_paths() -> list[list[str]]:
+    import argparse
+
+    paths: list[list[str]] = [[]]
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    paths.append([*prefix, name])
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return paths
+
+
+@pytest.mark.parametrize("path", subcommand_paths(), ids=lambda p: " ".join(p) or "infoguard")
+def test_every_command_has_help(path: list[str]) -> None:
+    result = run(*path, "--help")
+    assert result.returncode == 0
+    assert "usage: infoguard" in result.stdout
+
+
+def test_usage_error_goes_to_stderr() -> None:
+    result = run("no-such-command")
+    assert result.returncode != 0
+    assert "invalid choice" in result.stderr
+    assert result.stdout == ""
+
+
+def test_wheel_ships_the_content(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if "No module named" in result.stderr and "hatchling" in result.stderr:
+        pytest.skip("hatchling is not installed in this environment")
+    assert result.returncode == 0, result.stderr
+    wheel = next(tmp_path.glob("infoguard-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "bot/_content/knowledge/_bot.yaml" in names
+    assert "bot/_content/knowledge/_lexicon.yaml" in names
+    assert any(n.startswith("bot/_content/cases_explained/") for n in names)
