@@ -9,6 +9,7 @@ out-of-scope exemplar wins, or when a long message is barely covered by the winn
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections import defaultdict
@@ -34,6 +35,9 @@ LONG_MESSAGE_MIN_COVERAGE = 0.22
 CLAUSE_FULL_MASS = 10.0
 """A clause with less IDF mass than this counts for proportionally less than the whole."""
 CANDIDATES = 120
+CLAUSE_POOL = 400
+"""Clauses are scored only against the best documents for the whole message."""
+COMMON_TERM_SHARE = 0.05
 KEYWORD_WEIGHT = 0.9
 OUT_OF_SCOPE = "__out_of_scope__"
 
@@ -118,6 +122,7 @@ class Matcher:
         self._postings = dict(postings)
         self._idf = {t: math.log(1 + n / len(p)) for t, p in postings.items()}
         self._unknown_idf = math.log(1 + n)
+        self._common_cutoff = max(50, int(n * COMMON_TERM_SHARE))
         self._doc_mass = [sum(self._idf[t] for t in d.terms) for d in self._docs]
         entry_terms: dict[str, set[str]] = defaultdict(set)
         for doc in self._docs:
@@ -135,6 +140,7 @@ class Matcher:
         whole = self.content_of(message)
         if not whole:
             return Match(None, 0.0)
+        pool = self._retrieve(_terms(whole, self._stop_chars), CLAUSE_POOL)
         segments = [(whole, 1.0)]
         clauses = [self._content(c) for c in self.normalize.clauses(message)]
         if len(clauses) > 1:
@@ -144,7 +150,7 @@ class Matcher:
         best: dict[str, float] = {}
         clause_winners: set[str] = set()
         for i, (segment, weight) in enumerate(segments):
-            scores = self._score_segment(segment)
+            scores = self._score_segment(segment, pool if i else pool[:CANDIDATES])
             for entry_id, s in scores.items():
                 best[entry_id] = max(best.get(entry_id, 0.0), s * weight)
             if i > 0 and scores:
@@ -154,20 +160,30 @@ class Matcher:
         ranking = tuple(sorted(best.items(), key=lambda kv: kv[1], reverse=True))
         return self._decide(message, whole, ranking, clause_winners)
 
-    def _score_segment(self, segment: str) -> dict[str, float]:
-        terms = _terms(segment, self._stop_chars)
-        q_mass = sum(self.idf(t) for t in terms) or 1.0
+    def _retrieve(self, terms: frozenset[str], limit: int) -> list[int]:
+        """Documents sharing the most IDF mass with the terms, best first.
+
+        Only terms rarer than `COMMON_TERM_SHARE` walk their postings, which keeps a query
+        cheap on a large knowledge base; common terms still count when candidates are scored.
+        """
+        known = [t for t in terms if t in self._postings]
+        rare = [t for t in known if len(self._postings[t]) <= self._common_cutoff] or known
         overlap: dict[int, float] = defaultdict(float)
-        for t in terms:
-            w = self._idf.get(t)
-            if w is None:
-                continue
+        for t in rare:
+            w = self._idf[t]
             for i in self._postings[t]:
                 overlap[i] += w
-        top = sorted(overlap.items(), key=lambda kv: kv[1], reverse=True)[:CANDIDATES]
+        return [i for i, _ in heapq.nlargest(limit, overlap.items(), key=lambda kv: kv[1])]
+
+    def _score_segment(self, segment: str, candidates: list[int]) -> dict[str, float]:
+        terms = _terms(segment, self._stop_chars)
+        q_mass = sum(self.idf(t) for t in terms) or 1.0
         scores: dict[str, float] = {}
-        for i, shared in top:
+        for i in candidates:
             doc = self._docs[i]
+            shared = sum(self._idf[t] for t in terms & doc.terms)
+            if not shared:
+                continue
             qcov = shared / q_mass
             if doc.keyword:
                 s = KEYWORD_WEIGHT * qcov
