@@ -39,6 +39,8 @@ CLAUSE_POOL = 400
 """Clauses are scored only against the best documents for the whole message."""
 COMMON_TERM_SHARE = 0.05
 KEYWORD_WEIGHT = 0.9
+KEYWORD_BONUS = 0.12
+MAX_KEYWORD_SEGMENT = 60
 OUT_OF_SCOPE = "__out_of_scope__"
 
 _TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9]")
@@ -192,20 +194,26 @@ class Matcher:
                 s = 0.5 * qcov + 0.2 * dcov + 0.3 * fuzz.ratio(segment, doc.text) / 100
             if s > scores.get(doc.entry_id, 0.0):
                 scores[doc.entry_id] = s
-        for entry_id, s in self._pinyin_keywords(segment):
-            if s > scores.get(entry_id, 0.0):
-                scores[entry_id] = s
+        for entry_id, share in self._keywords_in(segment):
+            # A distinctive keyword in the message is strong evidence for its entry.
+            boosted = min(1.0, scores.get(entry_id, 0.0) + KEYWORD_BONUS)
+            scores[entry_id] = max(boosted, KEYWORD_WEIGHT * share)
         return scores
 
-    def _pinyin_keywords(self, segment: str) -> Iterable[tuple[str, float]]:
-        """Keywords spelled with homophone typos (眼证码 for 验证码), by syllable sequence."""
-        if not self._keyword_pinyin or len(segment) > 40:
+    def _keywords_in(self, segment: str) -> Iterable[tuple[str, float]]:
+        """Entries whose keyword occurs in the segment, with the keyword's share of it.
+
+        Compared by toneless syllables, so homophone typos (眼证码 for 验证码) count too.
+        """
+        if not self._keyword_pinyin or len(segment) > MAX_KEYWORD_SEGMENT:
             return
         syllables = _pinyin(segment)
         joined = " " + " ".join(syllables) + " "
+        found: set[str] = set()
         for entry_id, keyword in self._keyword_pinyin:
-            if " " + " ".join(keyword) + " " in joined:
-                yield entry_id, KEYWORD_WEIGHT * len(keyword) / len(syllables)
+            if entry_id not in found and " " + " ".join(keyword) + " " in joined:
+                found.add(entry_id)
+                yield entry_id, len(keyword) / len(syllables)
 
     def _decide(
         self,

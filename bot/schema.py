@@ -51,6 +51,14 @@ class Entry(Strict):
     report: ReportScenario | None = None
     intent: Intent | None = None
 
+    @field_validator("answer")
+    @classmethod
+    def _plain_text(cls, answer: str) -> str:
+        # WeChat shows text as typed: Markdown emphasis would appear as literal asterisks.
+        if "**" in answer or "__" in answer:
+            raise ValueError("no Markdown emphasis (** or __): WeChat shows it literally")
+        return answer
+
 
 class CaseSource(Strict):
     name: Text
