@@ -41,6 +41,7 @@ COMMON_TERM_SHARE = 0.05
 KEYWORD_WEIGHT = 0.9
 KEYWORD_BONUS = 0.12
 MAX_KEYWORD_SEGMENT = 60
+KEYWORD_MIN_OWNERSHIP = 0.6
 OUT_OF_SCOPE = "__out_of_scope__"
 
 _TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9]")
@@ -93,20 +94,29 @@ class Matcher:
         self._urgent = [re.compile(p) for p in lexicon.urgent_patterns]
         self._priority: dict[str, int] = {}
         docs: list[_Doc] = []
-        self._keyword_pinyin: list[tuple[str, tuple[str, ...]]] = []
+        keywords: list[tuple[str, str]] = []
         for entry in entries:
             self._priority[entry.id] = entry.priority
             for q in entry.questions:
                 docs.append(self._doc(entry.id, q, keyword=False))
             for k in entry.keywords:
                 docs.append(self._doc(entry.id, k, keyword=True))
-                norm = self.normalize(k)
-                if len(norm) >= 2:
-                    self._keyword_pinyin.append((entry.id, _pinyin(norm)))
+                keywords.append((entry.id, self.normalize(k)))
+        self._keyword_pinyin = [
+            (entry_id, _pinyin(norm))
+            for entry_id, norm in keywords
+            if len(norm) >= 2 and self._distinctive(entry_id, norm, docs)
+        ]
         for q in lexicon.out_of_scope:
             docs.append(self._doc(OUT_OF_SCOPE, q, keyword=False))
         self._docs = [d for d in docs if d.terms]
         self._build_index()
+
+    @staticmethod
+    def _distinctive(entry_id: str, keyword: str, docs: list[_Doc]) -> bool:
+        """A keyword earns a bonus only if questions containing it mostly belong to its entry."""
+        owners = [d.entry_id for d in docs if not d.keyword and keyword in d.text]
+        return not owners or owners.count(entry_id) / len(owners) >= KEYWORD_MIN_OWNERSHIP
 
     def _content(self, normalized: str) -> str:
         return self._stop_phrases.sub("", normalized)
