@@ -25,14 +25,14 @@ from bot.schema import Entry, Lexicon
 from bot.text import Normalizer
 
 # Thresholds, fitted on the bundled knowledge base (see tests/test_matcher_quality.py).
-ANSWER_THRESHOLD = 0.42
+ANSWER_THRESHOLD = 0.40
 """Below this blended score the bot declines rather than guess."""
 SECOND_CHOICE_MARGIN = 0.08
 """A runner-up within this margin of the winner is offered as "您是不是还想问"."""
 LONG_MESSAGE_CHARS = 25
 LONG_MESSAGE_MIN_COVERAGE = 0.22
 """A long message whose content the winning entry covers less than this is declined."""
-CLAUSE_FULL_MASS = 10.0
+CLAUSE_FULL_MASS = 60.0
 """A clause with less IDF mass than this counts for proportionally less than the whole."""
 CANDIDATES = 120
 CLAUSE_POOL = 400
@@ -42,6 +42,8 @@ KEYWORD_WEIGHT = 0.9
 KEYWORD_BONUS = 0.12
 MAX_KEYWORD_SEGMENT = 60
 KEYWORD_MIN_OWNERSHIP = 0.6
+URGENT_WINDOW = 6
+URGENT_MIN_SCORE = 0.3
 OUT_OF_SCOPE = "__out_of_scope__"
 
 _TOKEN = re.compile(r"[a-z0-9]+|[^a-z0-9]")
@@ -241,7 +243,7 @@ class Matcher:
             LONG_MESSAGE_MIN_COVERAGE
         ):
             return Match(None, top, ranking=ranking)
-        primary = self._primary(message, top_id, clause_winners)
+        primary = self._primary(message, ranking, clause_winners)
         also = [e for e in clause_winners if e not in (primary, OUT_OF_SCOPE)]
         also += [
             e
@@ -252,17 +254,28 @@ class Matcher:
             also.insert(0, top_id)
         return Match(primary, top, tuple(also[:3]), ranking)
 
-    def _primary(self, message: str, top_id: str, clause_winners: set[str]) -> str:
-        # Priority may only reorder among entries that each won a clause on their own:
-        # a naive "highest priority near the top" rule wrecks single-topic accuracy.
+    def _primary(
+        self,
+        message: str,
+        ranking: tuple[tuple[str, float], ...],
+        clause_winners: set[str],
+    ) -> str:
+        top_id = ranking[0][0]
+        if any(p.search(message) for p in self._urgent):
+            # Explicit evidence that money or safety is at stake now (转了两万, 威胁): an urgent
+            # entry that fits reasonably well goes first, whatever else the message asks.
+            urgent = [
+                (self._priority.get(e, 1), s, e)
+                for e, s in ranking[:URGENT_WINDOW]
+                if self._priority.get(e, 1) > 1 and s >= URGENT_MIN_SCORE
+            ]
+            if urgent:
+                return max(urgent)[2]
+        # Otherwise priority may only reorder among entries that each won a clause on their
+        # own: a naive "highest priority near the top" rule wrecks single-topic accuracy.
         contenders = (clause_winners | {top_id}) - {OUT_OF_SCOPE}
-        if len(contenders) == 1:
-            return top_id
-        urgent = any(p.search(message) for p in self._urgent)
         best = max(contenders, key=lambda e: (self._priority.get(e, 1), e == top_id))
-        if urgent or self._priority.get(best, 1) > self._priority.get(top_id, 1):
-            return best
-        return top_id
+        return best if self._priority.get(best, 1) > self._priority.get(top_id, 1) else top_id
 
     def _coverage(self, whole: str, entry_id: str) -> float:
         """Share of the message's IDF mass found anywhere in the entry's questions."""
