@@ -8,22 +8,26 @@ It never talks to a platform and never logs or stores what the user typed.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from bot import replies as payloads
 from bot.content import Content
-from bot.matcher import Matcher
+from bot.matcher import Match, Matcher
 from bot.models import IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, redact, strip_placeholders
 from bot.replies import ReplyBuilder
-from bot.report import FlowStep, ReportGuide
+from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
 from bot.storage import Storage
 from bot.text import display_clean
 
 _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
+CASE_MARGIN = 0.15
+"""How far behind the best topic a case may score and still be chosen, when asked about."""
+_CASE_WORDS = re.compile("[案判]")
 
 
 def _no_url(case_id: str) -> str | None:
@@ -53,7 +57,7 @@ class Engine:
             Entry.model_construct(
                 id=f"case_{case.id}",
                 title=case.title,
-                questions=[case.title],
+                questions=[case.title, case.summary],
                 keywords=[],
                 priority=1,
                 intent=None,
@@ -131,8 +135,10 @@ class Engine:
             return await self._subscribe(message)
         if payload == payloads.UNSUBSCRIBE:
             return await self._unsubscribe(message)
-        if "flow" in session:
-            return self._after_flow_step(self.guide.step(session["flow"], payload), session)
+        if "flow" in session or payload.startswith(FLOW):
+            # A flow button after the flow expired gets "this has ended" and a restart button.
+            step = self.guide.step(session.get("flow"), payload)
+            return self._after_flow_step(step, session)
         return self._fallback(0.0)
 
     def _after_flow_step(self, step: FlowStep, session: dict[str, Any]) -> Outcome:
@@ -146,18 +152,30 @@ class Engine:
         self, message: IncomingMessage, text: str, session: dict[str, Any]
     ) -> Outcome:
         match = self.matcher.match(strip_placeholders(text))
+        case_id = self._case_asked_about(text, match)
+        if case_id:
+            case = self.content.cases[case_id]
+            return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
             return self._fallback(match.score)
-        if match.entry_id.startswith("case_"):
-            case_id = match.entry_id.removeprefix("case_")
-            if case_id in self.content.cases:
-                case = self.content.cases[case_id]
-                return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
-        return await self._entry_outcome(message, entry, match.score, also, session)
+        return await self._entry_outcome(message, entry, match.score, also, session, text=text)
+
+    def _case_asked_about(self, text: str, match: Match) -> str | None:
+        """The case a message is about: the best match, or, when the message speaks of a case
+        (案, 判), a case close behind the best topic entry."""
+        if match.entry_id is None:
+            return None
+        top = match.ranking[0][1] if match.ranking else 0.0
+        for entry_id, score in match.ranking[: 3 if _CASE_WORDS.search(text) else 1]:
+            case_id = entry_id.removeprefix("case_")
+            is_case = entry_id.startswith("case_") and case_id in self.content.cases
+            if is_case and score >= top - CASE_MARGIN:
+                return case_id
+        return None
 
     async def _entry_outcome(
         self,
@@ -166,13 +184,15 @@ class Engine:
         score: float,
         also: tuple[str, ...],
         session: dict[str, Any],
+        text: str = "",
     ) -> Outcome:
         if entry.intent == "subscribe":
             return await self._subscribe(message)
         if entry.intent == "unsubscribe":
             return await self._unsubscribe(message)
         if entry.intent == "report":
-            step = self.guide.start(None, "")
+            # The first message may already say what happened: the guide skips those questions.
+            step = self.guide.start(None, text)
             return self._after_flow_step(step, session)
         if entry.intent == "greeting":
             return Outcome([self._welcome()], entry.id, score)
@@ -181,6 +201,14 @@ class Engine:
             cases = self.build.case_list(1)
             reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)
         return Outcome([reply], entry.id, score)
+
+    async def welcome(self, message: IncomingMessage) -> list[Reply]:
+        """The greeting with the main menu, for a channel's own start event (a WeChat follow);
+        the menu's numbers are remembered like any other buttons. `message.text` is ignored."""
+        session = await self.storage.get_session(message.channel, message.user_id) or {}
+        replies = [self._welcome()]
+        await self._remember_options(message, session, replies)
+        return replies
 
     def _welcome(self) -> Reply:
         texts = self.content.texts
