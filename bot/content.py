@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.errors import ContentError
 from bot.models import Button
+from bot.report_schema import REPORT_FILE, ReportFlow, load_report_flow
 from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon
 
 LEXICON_FILE = "_lexicon.yaml"
@@ -40,6 +41,8 @@ class Content:
     menu: tuple[Button, ...]
     official_numbers: frozenset[str]
     knowledge_dir: Path
+    report: ReportFlow | None = None
+    """The report guidance flow (_report.yaml); None when the folder has none."""
 
 
 def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
@@ -68,10 +71,12 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     problems += _check_references(entries, entry_files, cases)
     if bot_file:
         problems += _check_numbers(entries, entry_files, official)
+    report, report_problems = load_report_flow(knowledge_dir / REPORT_FILE, official, entries)
+    problems += report_problems
     if problems or lexicon is None or bot_file is None:
         raise ContentError(problems)
     menu = tuple(Button(m.label, m.payload) for m in bot_file.menu)
-    return Content(entries, cases, lexicon, bot_file.texts, menu, official, knowledge_dir)
+    return Content(entries, cases, lexicon, bot_file.texts, menu, official, knowledge_dir, report)
 
 
 def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:

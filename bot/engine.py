@@ -196,7 +196,8 @@ class Engine:
             return self._after_flow_step(step, session)
         if entry.intent == "greeting":
             return Outcome([self._welcome()], entry.id, score)
-        reply = self.build.answer(entry, also=also)
+        # Its report button carries the choices the message made clear (option ids, no text).
+        reply = self.guide.carry_choices(self.build.answer(entry, also=also), text)
         if entry.intent == "list_cases":
             cases = self.build.case_list(1)
             reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)
