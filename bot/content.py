@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from bot.errors import ContentError
 from bot.models import Button
 from bot.report_schema import REPORT_FILE, ReportFlow, load_report_flow
-from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon
+from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, explain
 
 LEXICON_FILE = "_lexicon.yaml"
 BOT_FILE = "_bot.yaml"
@@ -142,13 +142,7 @@ def _describe(file: str, raw: Any, exc: ValidationError, fallback: str = NO_ID) 
     owner = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "-"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "missing":
-            message = "missing"
-        elif "input" in err and err["type"].endswith("_type"):
-            message = f"{message} (got {type(err['input']).__name__}: quote it)"
+        message = explain(err)
         yield f"{file}: {owner or fallback}: {field}: {message}"
 
 

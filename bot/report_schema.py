@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from bot.schema import Identifier, Text
+from bot.schema import Identifier, Text, explain
 
 REPORT_FILE = "_report.yaml"
 NO_ID = "-"
@@ -247,13 +247,7 @@ def _describe(raw: Any, exc: ValidationError) -> Iterator[str]:
         if loc and loc[0] in ("question", "plan", "letter", "emergency", "left"):
             loc = loc[1:]
         field = ".".join(str(p) for p in loc) or "-"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif err["type"] == "missing":
-            message = "missing"
-        elif "input" in err and err["type"].endswith("_type"):
-            message = f"{message} (got {type(err['input']).__name__}: quote it)"
+        message = explain(err)
         yield f"{owner}: {field}: {message}"
 
 

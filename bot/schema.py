@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import ErrorDetails
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
@@ -141,3 +142,14 @@ class BotFile(Strict):
     menu: list[MenuItem]
     official_numbers: list[str]
     """The only phone numbers the bot may print: the whitelisted official channels."""
+
+
+def explain(err: ErrorDetails) -> str:
+    """A validation error in the words an editor of the YAML needs."""
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "missing"
+    if "input" in err and err["type"].endswith("_type"):
+        return f"{err['msg']} (got {type(err['input']).__name__}: quote it)"
+    return err["msg"]
