@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.commands import chat, kb, push, serve, wechat
+from bot.commands import chat, kb, push, serve, telegram, wechat
 from bot.config import Settings
 from bot.errors import ContentError, InfoGuardError
 from bot.pii import install_log_redaction
 
-COMMANDS = (chat, kb, push, serve, wechat)
+COMMANDS = (chat, kb, push, serve, telegram, wechat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     install_log_redaction()
+    # aiosqlite logs SQL parameters (user ids, session state) at DEBUG.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     try:
         settings = Settings.from_env()
         overrides = {

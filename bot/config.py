@@ -43,7 +43,12 @@ class Settings:
     wechat_secret: str = field(default="", metadata=_SECRET)
     wechat_token: str = field(default="", metadata=_SECRET)
     wechat_aes_key: str = field(default="", metadata=_SECRET)
+    wechat_aes_key_previous: str = field(default="", metadata=_SECRET)
+    """The EncodingAESKey before the last change: still accepted while WeChat switches over."""
     wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_reply_budget: float = 4.0
+    """Seconds the webhook waits for an answer before replying `success` and sending the
+    answer as a customer-service message instead (WeChat gives up after 5 s)."""
     telegram_token: str = field(default="", metadata=_SECRET)
     telegram_mode: str = "polling"
     telegram_webhook_secret: str = field(default="", metadata=_SECRET)

@@ -22,7 +22,12 @@ class Status(enum.Enum):
     UNREACHABLE = "unreachable"
     """Blocked the bot, unsubscribed, or outside the platform's window: do not retry."""
     RETRY = "retry"
-    """A transient error: try again later (after `retry_after` seconds if given)."""
+    """A transient error: try again later (after `retry_after` seconds if given; a wait of
+    many minutes defers the recipient to the next push). The retry reuses the batch key when
+    the whole batch is retried. A sender that is not `idempotent` returns RETRY only when
+    nothing was delivered (e.g. HTTP 429); when it cannot know (a timeout) it raises, and the
+    push engine records the delivery as uncertain. Raising an `InfoGuardError` (a setting is
+    wrong) stops the push and must mean that nothing of the batch went out."""
     FAILED = "failed"
     """A permanent error for this message (e.g. a bad request): recorded, not retried."""
 
@@ -47,5 +52,10 @@ class Sender(Protocol):
     async def send(
         self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
     ) -> dict[str, Result]:
-        """Send `card` to each recipient; return an outcome for every recipient."""
+        """Send `card` to each recipient; return an outcome for every recipient.
+
+        `batch_key` (ASCII, at most 64 characters, e.g. for a WeChat clientmsgid) is unique
+        per batch, and the same when the same recipients are sent again after a crash or a
+        retry (part of a batch retried gets a new key). A sender may also have
+        `async aclose()`; the push command awaits it when the push is over."""
         ...

@@ -56,8 +56,8 @@ class Storage(Protocol):
     async def count_subscribers(self, channel: str | None = None) -> int: ...
 
     async def forget_user(self, channel: str, user_id: str) -> bool:
-        """Delete everything held about a user (subscription, session); True if they were a
-        subscriber."""
+        """Delete everything held about a user (subscription, session, push ledger); True if they
+        were a subscriber."""
         ...
 
     async def first_sighting(self, key: str, *, ttl: float = ...) -> bool:
@@ -200,6 +200,15 @@ class SqliteStorage:
         await self.db.execute(
             "DELETE FROM sessions WHERE channel=? AND user_id=?", (channel, user_id)
         )
+        # The push ledger (bot.ledger, created on the first push) knows which cases they got.
+        async with self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='push_deliveries'"
+        ) as cur:
+            has_ledger = await cur.fetchone() is not None
+        if has_ledger:
+            await self.db.execute(
+                "DELETE FROM push_deliveries WHERE channel=? AND user_id=?", (channel, user_id)
+            )
         await self.db.commit()
         return was_subscriber
 
