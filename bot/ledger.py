@@ -349,9 +349,4 @@ class Ledger:
         return owned
 
     async def _owned(self, channel: str, batch_key: str) -> list[str]:
-        async with self.db.execute(
-            "SELECT user_id FROM push_deliveries "
-            "WHERE channel = ? AND batch_key = ? AND status = 'pending'",
-            (channel, batch_key),
-        ) as cur:
-            return [str(row[0]) for row in await cur.fetchall()]
+        return [row.user_id for row in await self.pending_batch(channel, batch_key)]
