@@ -73,14 +73,17 @@ class Engine:
         """Answer one message; personal data in it is never echoed, logged or stored."""
         findings = find_personal_data(message.text)
         text = redact(message.text).strip()
-        session = await self.storage.get_session(message.channel, message.user_id) or {}
+        stored = await self.storage.get_session(message.channel, message.user_id)
+        session = stored or {}
         outcome = await self._route(message, text, session)
         if findings:
             warning = Reply(self.content.texts.pii_warning)
             outcome = Outcome(
                 [*outcome.replies, warning], outcome.entry_id, outcome.score, outcome.fallback
             )
-        await self._remember_options(message, session, outcome.replies)
+        await self._remember_options(
+            message, session, outcome.replies, had_session=stored is not None
+        )
         _LOGGER.info(
             "answered channel=%s entry=%s score=%.2f fallback=%s pii=%d",
             message.channel,
@@ -234,7 +237,12 @@ class Engine:
         )
 
     async def _remember_options(
-        self, message: IncomingMessage, session: dict[str, Any], replies: list[Reply]
+        self,
+        message: IncomingMessage,
+        session: dict[str, Any],
+        replies: list[Reply],
+        *,
+        had_session: bool = True,
     ) -> None:
         """Keep the payloads of the last buttons shown, so "2" means the second one."""
         options = [b.payload for r in replies for b in r.buttons]
@@ -244,5 +252,5 @@ class Engine:
             session.pop("options")
         if session:
             await self.storage.put_session(message.channel, message.user_id, session)
-        else:
+        elif had_session:
             await self.storage.delete_session(message.channel, message.user_id)

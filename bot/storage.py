@@ -109,11 +109,12 @@ class SqliteStorage:
         await self.db.close()
 
     async def get_session(self, channel: str, user_id: str) -> dict[str, Any] | None:
-        async with self.db.execute(
+        # One round trip to the database thread per call: the webhook's hot path.
+        rows = await self.db.execute_fetchall(
             "SELECT state, expires_at FROM sessions WHERE channel=? AND user_id=?",
             (channel, user_id),
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         if row is None:
             return None
         if row[1] <= self._clock():
@@ -160,10 +161,10 @@ class SqliteStorage:
         return cur.rowcount == 1
 
     async def is_subscribed(self, channel: str, user_id: str) -> bool:
-        async with self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT 1 FROM subscribers WHERE channel=? AND user_id=?", (channel, user_id)
-        ) as cur:
-            return await cur.fetchone() is not None
+        )
+        return bool(list(rows))
 
     async def subscribers(
         self, channel: str | None = None, *, batch: int = 1000
@@ -214,20 +215,20 @@ class SqliteStorage:
 
     async def first_sighting(self, key: str, *, ttl: float = SEEN_MESSAGE_TTL_SECONDS) -> bool:
         now = self._clock()
-        await self.db.execute(
-            "DELETE FROM seen_messages WHERE key=? AND expires_at <= ?", (key, now)
-        )
+        # New, or seen so long ago that it expired: either way one row changes.
         cur = await self.db.execute(
-            "INSERT OR IGNORE INTO seen_messages VALUES (?, ?)", (key, now + ttl)
+            "INSERT INTO seen_messages VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
+            "SET expires_at = excluded.expires_at WHERE seen_messages.expires_at <= ?",
+            (key, now + ttl, now),
         )
         await self.db.commit()
         return cur.rowcount == 1
 
     async def cache_get(self, key: str) -> str | None:
-        async with self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT value FROM cache WHERE key=? AND expires_at > ?", (key, self._clock())
-        ) as cur:
-            row = await cur.fetchone()
+        )
+        row = next(iter(rows), None)
         return str(row[0]) if row else None
 
     async def cache_put(self, key: str, value: str, *, ttl: float) -> None:
