@@ -53,7 +53,9 @@ class Settings:
     telegram_mode: str = "polling"
     telegram_webhook_secret: str = field(default="", metadata=_SECRET)
     telegram_api_base: str = ""
-    push_interval_days: float = 7.0
+    push_interval_days: float = 8.0
+    """Days between scheduled pushes; 0 turns them off. Eight keeps WeChat users within their
+    four mass sends a calendar month."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

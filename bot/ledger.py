@@ -23,6 +23,7 @@ own write is committed before it goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -290,6 +291,13 @@ class Ledger:
         rows = [(channel, u, case_id, batch_key) for u in user_ids]
         if rows:
             await self._submit(_RELEASE, rows)
+
+    async def drain(self) -> None:
+        """Wait until every queued write is committed (or has failed), e.g. before the storage
+        closes when a push is cancelled: the writer is a task of its own and outlives workers."""
+        while self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flusher)
 
     async def _submit(
         self,

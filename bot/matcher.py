@@ -34,8 +34,8 @@ LONG_MESSAGE_MIN_COVERAGE = 0.22
 """A long message whose content the winning entry covers less than this is declined."""
 CLAUSE_FULL_MASS = 60.0
 """A clause with less IDF mass than this counts for proportionally less than the whole."""
-CANDIDATES = 120
-CLAUSE_POOL = 400
+CANDIDATES = 40
+CLAUSE_POOL = 150
 """Clauses are scored only against the best documents for the whole message."""
 COMMON_TERM_SHARE = 0.05
 KEYWORD_WEIGHT = 0.9

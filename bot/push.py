@@ -455,6 +455,20 @@ async def run_scheduled_push(
     ledger = await Ledger.open(storage, clock=clock)
     engine = PushEngine(storage, ledger, cards, options=options, sleep=sleep)
     interval = interval_days * 86400.0
+    try:
+        await _scheduled_loop(ledger, engine, senders, interval, on_report, sleep)
+    finally:
+        await ledger.drain()
+
+
+async def _scheduled_loop(
+    ledger: Ledger,
+    engine: PushEngine,
+    senders: Sequence[Sender],
+    interval: float,
+    on_report: Callable[[PushReport], None] | None,
+    sleep: Callable[[float], Awaitable[Any]],
+) -> None:
     while True:
         try:
             report: PushReport | None = None

@@ -1,16 +1,40 @@
 """`infoguard serve`: one aiohttp application hosting the WeChat webhook, the case pages and,
-when configured, the Telegram webhook. This module only composes; each part owns its routes."""
+when configured, the Telegram webhook, plus the background work of a running server (purging
+expired rows, the scheduled push). It only composes and runs; each part owns its routes."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
 
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from bot.channels.registry import build_senders
 from bot.channels.telegram import add_telegram
 from bot.channels.wechat import add_wechat
 from bot.config import Settings
 from bot.engine import Engine
+from bot.errors import ConfigError
 from bot.pages import add_case_pages
+from bot.push import push_order, run_scheduled_push
+from bot.runtime import running_engine
+from bot.storage import SqliteStorage
 
+_LOGGER = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT_SECONDS = 15.0
+"""How long in-flight requests get to finish after a stop signal."""
+PURGE_INTERVAL_SECONDS = 600.0
+PUSH_CHANNELS = ("wechat", "telegram")
+"""Channels the server pushes on; console subscribers exist only for `infoguard chat`."""
+"""Expired sessions, message ids and cache entries are deleted this often."""
 MAX_BODY_BYTES = 64 * 1024
 """WeChat messages are a few KB; anything far larger is refused with 413 before parsing."""
 
@@ -21,3 +45,95 @@ def build_app(engine: Engine, settings: Settings) -> web.Application:
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
     return app
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """Access log without query strings: WeChat puts the user's openid in the query."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000
+        )
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGINT/SIGTERM; storage is closed after the last request is done."""
+    async with running_engine(settings) as engine:
+        app = build_app(engine, settings)
+        runner = web.AppRunner(
+            app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+        )
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        purger = asyncio.create_task(_purge_periodically(engine.storage))
+        pusher = asyncio.create_task(_push_on_schedule(engine, settings))
+        try:
+            site = web.TCPSite(runner, host, port)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            # The content and index live for the whole process: keep them out of the garbage
+            # collector's full passes, which otherwise stall every request now and then.
+            gc.collect()
+            gc.freeze()
+            print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+            await stop.wait()
+            print("infoguard: stopping", file=sys.stderr, flush=True)
+        finally:
+            for task in (purger, pusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runner.cleanup()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def _purge_periodically(storage: object) -> None:
+    purge = getattr(storage, "purge_expired", None)
+    if purge is None:
+        return
+    while True:
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+        try:
+            removed = await purge()
+            _LOGGER.info("purged %d expired rows", removed)
+        except Exception as exc:  # a failed purge must not stop the server
+            _LOGGER.warning("purge failed: %s", type(exc).__name__)
+
+
+async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
+    """Push each subscriber's next unseen case every `push_interval_days` (0 turns it off).
+
+    The push gets its own database connection: its group-committed ledger transactions must not
+    interleave with the webhook's session writes on one connection.
+    """
+    if settings.push_interval_days <= 0:
+        return
+    async with _own_storage(settings) as storage:
+        senders = [s for s in build_senders(settings, storage) if s.channel in PUSH_CHANNELS]
+        if not senders:
+            return
+        cards = push_order(engine.content, settings.case_url)
+        try:
+            await run_scheduled_push(
+                storage, cards, senders, interval_days=settings.push_interval_days
+            )
+        finally:
+            for sender in senders:
+                close = getattr(sender, "aclose", None)
+                if close is not None:
+                    await close()
+
+
+@contextlib.asynccontextmanager
+async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
+    storage = await SqliteStorage.open(settings.database)
+    try:
+        yield storage
+    finally:
+        await storage.close()

@@ -28,12 +28,11 @@ from wechatpy.crypto import WeChatCrypto
 
 from bot.channels.wechat import NOT_UNDERSTOOD, NOT_UNDERSTOOD_OTHER, WEBHOOK_KEY, WeChatWebhook
 from bot.channels.wechat_xml import TextOut, render, sign
-from bot.commands.serve import PathOnlyAccessLogger
 from bot.config import Settings
 from bot.content import Content
 from bot.engine import Engine
 from bot.replies import SUBSCRIBE
-from bot.server import build_app
+from bot.server import PathOnlyAccessLogger, build_app
 from bot.storage import SqliteStorage
 
 TOKEN = "infoguardtesttoken"

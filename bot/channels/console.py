@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 from bot.engine import Engine
-from bot.models import IncomingMessage
+from bot.models import CaseCard, IncomingMessage
 from bot.replies import render_plain
+from bot.sender import Result, Status
 
 CHANNEL = "console"
 PROMPT = "您> "
@@ -41,3 +43,24 @@ async def chat(
         for block in render_plain(replies):
             stdout.write(f"助手> {block}\n\n")
         stdout.flush()
+
+
+class ConsoleSender:
+    """Prints each card on stdout: pushes to console subscribers, e.g. for a demonstration."""
+
+    channel = "console"
+    max_batch = 1
+    idempotent = False
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out
+
+    async def send(
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+    ) -> dict[str, Result]:
+        out = self.out or sys.stdout
+        for _ in recipients:
+            link = f"\n阅读全文：{card.url}" if card.url else ""
+            out.write(f"【以案释法】{card.title}\n{card.summary}{link}\n\n")
+        out.flush()
+        return {recipient: Result(Status.SENT) for recipient in recipients}

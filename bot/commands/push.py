@@ -1,70 +1,23 @@
 """`infoguard push`: push case articles to subscribers, once or on a schedule, with a progress
-bar on stderr and a summary on stdout.
-
-Senders come from `SENDER_FACTORIES`, one per channel name. The channel modules are imported
-lazily, here and not in the core, and each must expose a factory that returns None when the
-channel is not configured:
-
-- `bot.channels.wechat.build_sender(settings, storage) -> Sender | None`
-- `bot.channels.telegram.build_sender(settings) -> Sender | None`
-
-The console channel (subscribers from `infoguard chat`) prints the cards on stdout.
-"""
+bar on stderr and a summary on stdout. Senders come from `bot.channels.registry`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
+from bot.channels.registry import SENDER_FACTORIES, build_senders
 from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.models import CaseCard
 from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order, run_scheduled_push
 from bot.runtime import load
-from bot.sender import Result, Sender, Status
+from bot.sender import Result, Sender
 from bot.storage import SqliteStorage
-
-SenderFactory = Callable[[Settings, SqliteStorage], Sender | None]
-
-
-def _channel_factory(module: str, *, needs_storage: bool) -> SenderFactory:
-    def build(settings: Settings, storage: SqliteStorage) -> Sender | None:
-        channel = importlib.import_module(module)
-        build_sender = getattr(channel, "build_sender", None)
-        if build_sender is None:  # the channel does not push (yet)
-            return None
-        sender: Sender | None = (
-            build_sender(settings, storage) if needs_storage else build_sender(settings)
-        )
-        return sender
-
-    return build
-
-
-class ConsoleSender:
-    """Prints each card on stdout: pushes to console subscribers, e.g. for a demonstration."""
-
-    channel = "console"
-    max_batch = 1
-    idempotent = False
-
-    def __init__(self, out: TextIO | None = None) -> None:
-        self.out = out
-
-    async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
-    ) -> dict[str, Result]:
-        out = self.out or sys.stdout
-        for _ in recipients:
-            link = f"\n阅读全文：{card.url}" if card.url else ""
-            out.write(f"【以案释法】{card.title}\n{card.summary}{link}\n\n")
-        out.flush()
-        return {recipient: Result(Status.SENT) for recipient in recipients}
 
 
 class _PlanOnly:
@@ -80,14 +33,6 @@ class _PlanOnly:
         self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
     ) -> dict[str, Result]:
         raise AssertionError("a dry run sends nothing")
-
-
-SENDER_FACTORIES: dict[str, SenderFactory] = {
-    "wechat": _channel_factory("bot.channels.wechat", needs_storage=True),
-    "telegram": _channel_factory("bot.channels.telegram", needs_storage=False),
-    "console": lambda settings, storage: ConsoleSender(),
-}
-"""Channel name -> factory; tests register fake channels here."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -176,28 +121,6 @@ async def _run(
             if close is not None:
                 await close()
         await storage.close()
-
-
-def build_senders(
-    settings: Settings,
-    storage: SqliteStorage,
-    names: Sequence[str] | None = None,
-    *,
-    explicit: bool = False,
-) -> list[Sender]:
-    """The senders of the configured channels among `names` (default: all known); with
-    `explicit`, a channel that is not configured is an error. The server's scheduled push can
-    use this too."""
-    senders: list[Sender] = []
-    names = list(SENDER_FACTORIES) if names is None else names
-    for name in names:
-        sender = SENDER_FACTORIES[name](settings, storage)
-        if sender is None:
-            if explicit:
-                raise InfoGuardError(f"channel {name} is not configured")
-            continue
-        senders.append(sender)
-    return senders
 
 
 def _summary(report: PushReport, out: TextIO | None = None) -> None:

@@ -14,7 +14,6 @@ from typing import Any, get_args
 import yaml
 
 from bot import replies as payloads
-from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
 from bot.config import Settings
 from bot.content import Content
 from bot.errors import ConfigError, InfoGuardError
@@ -57,6 +56,9 @@ def _menu(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _create(settings: Settings, menu: dict[str, Any]) -> None:
+    # Imported here so that other commands start without the web client stack.
+    from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
+
     # The server's database, so the access token cached there is reused, not re-fetched.
     storage = await SqliteStorage.open(settings.database)
     try:
