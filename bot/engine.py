@@ -14,8 +14,8 @@ from typing import Any
 
 from bot import replies as payloads
 from bot.content import Content
-from bot.matcher import Match, Matcher
-from bot.models import IncomingMessage, Outcome, Reply
+from bot.matcher import OUT_OF_SCOPE, Match, Matcher
+from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, redact, strip_placeholders
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
@@ -25,6 +25,9 @@ from bot.text import display_clean
 
 _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
+SUGGESTION_MIN_SCORE = 0.28
+"""A declined message still gets the entries scoring at least this offered as buttons."""
+MAX_SUGGESTIONS = 3
 CASE_MARGIN = 0.15
 """How far behind the best topic a case may score and still be chosen, when asked about."""
 _CASE_WORDS = re.compile("[案判]")
@@ -162,7 +165,7 @@ class Engine:
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
-            return self._fallback(match.score)
+            return self._fallback(match.score, match.ranking)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
         return await self._entry_outcome(message, entry, match.score, also, session, text=text)
@@ -218,15 +221,31 @@ class Engine:
         texts = self.content.texts
         return Reply(texts.welcome, self.content.menu)
 
-    def _fallback(self, score: float) -> Outcome:
-        return Outcome([Reply(self.content.texts.fallback, self.content.menu)], None, score, True)
+    def _fallback(self, score: float, ranking: tuple[tuple[str, float], ...] = ()) -> Outcome:
+        """Decline honestly; offer the topics the message came closest to, if any came close,
+        and the main menu otherwise."""
+        texts = self.content.texts
+        if ranking and ranking[0][0] == OUT_OF_SCOPE:
+            ranking = ()
+        likely = [
+            self.content.entries[e]
+            for e, s in ranking
+            if s >= SUGGESTION_MIN_SCORE and e in self.content.entries
+        ][:MAX_SUGGESTIONS]
+        if not likely:
+            return Outcome([Reply(texts.fallback, self.content.menu)], None, score, True)
+        buttons = tuple(Button(e.title, payloads.ENTRY + e.id) for e in likely)
+        reply = Reply(
+            f"{texts.fallback.strip()}\n\n{texts.clarify}", buttons + self.content.menu[:1]
+        )
+        return Outcome([reply], None, score, True)
 
     async def _subscribe(self, message: IncomingMessage) -> Outcome:
         new = await self.storage.subscribe(message.channel, message.user_id)
         texts = self.content.texts
         text = texts.subscribed if new else texts.already_subscribed
         return Outcome(
-            [Reply(text, (payloads.Button("退订", payloads.UNSUBSCRIBE),))], "subscribe", 1.0
+            [Reply(text, (Button("退订", payloads.UNSUBSCRIBE),))], "subscribe", 1.0
         )
 
     async def _unsubscribe(self, message: IncomingMessage) -> Outcome:

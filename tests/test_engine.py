@@ -82,3 +82,13 @@ async def test_sessions_are_per_user_and_channel(mini_engine: Engine) -> None:
     await say(mini_engine, "验证码", user="a")
     other = await mini_engine.handle(IncomingMessage("telegram", "a", "1"))
     assert other[0].text.startswith("抱歉")
+
+
+async def test_a_near_miss_is_declined_with_likely_topics(mini_engine: Engine) -> None:
+    outcome = await mini_engine.respond(
+        IncomingMessage("console", "u", "被骗子骗了好多钱，不知道找谁")
+    )
+    assert outcome.fallback
+    payloads = [b.payload for b in outcome.replies[0].buttons]
+    assert "#entry:fraud_now" in payloads
+    assert "您是不是想问" in outcome.replies[0].text
