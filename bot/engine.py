@@ -244,9 +244,7 @@ class Engine:
         new = await self.storage.subscribe(message.channel, message.user_id)
         texts = self.content.texts
         text = texts.subscribed if new else texts.already_subscribed
-        return Outcome(
-            [Reply(text, (Button("退订", payloads.UNSUBSCRIBE),))], "subscribe", 1.0
-        )
+        return Outcome([Reply(text, (Button("退订", payloads.UNSUBSCRIBE),))], "subscribe", 1.0)
 
     async def _unsubscribe(self, message: IncomingMessage) -> Outcome:
         was = await self.storage.forget_user(message.channel, message.user_id)
