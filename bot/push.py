@@ -1,5 +1,5 @@
 """The push engine: sends case cards to subscribers at most once per (case, channel, user), with
-bounded concurrency and memory, across re-runs and crashes; and the scheduled push.
+bounded concurrency and memory, across re-runs and crashes.
 
 A push runs on each channel at once; on one channel it goes like this:
 
@@ -54,11 +54,6 @@ from bot.storage import SqliteStorage
 
 _LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SCHEDULE_NAME = "cases"
-MAX_SCHEDULER_SLEEP = 3600.0
-"""The scheduler wakes at least hourly, so a period claimed by another process is noticed."""
-SCHEDULER_RETRY_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,58 +427,6 @@ async def push_cases(
     ledger = await Ledger.open(storage)
     engine = PushEngine(storage, ledger, cards, options=options, on_progress=on_progress)
     return await engine.push(senders, case_id=case_id, dry_run=dry_run)
-
-
-async def run_scheduled_push(
-    storage: SqliteStorage,
-    cards: Sequence[CaseCard],
-    senders: Sequence[Sender],
-    *,
-    interval_days: float,
-    options: PushOptions = PushOptions(),
-    on_report: Callable[[PushReport], None] | None = None,
-    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-    clock: Callable[[], float] = time.time,
-) -> None:
-    """Push each subscriber's next unseen case every `interval_days`, until cancelled.
-
-    Meant for `infoguard push --every` and as a background task of the server. The period is
-    claimed in the ledger, so several processes (or restarts) push once per period between them,
-    and an interrupted round is finished at the next wake-up. Errors are logged and retried.
-    Mind the platforms' quotas: WeChat lets a user receive 4 mass sends per calendar month.
-    """
-    ledger = await Ledger.open(storage, clock=clock)
-    engine = PushEngine(storage, ledger, cards, options=options, sleep=sleep)
-    interval = interval_days * 86400.0
-    try:
-        await _scheduled_loop(ledger, engine, senders, interval, on_report, sleep)
-    finally:
-        await ledger.drain()
-
-
-async def _scheduled_loop(
-    ledger: Ledger,
-    engine: PushEngine,
-    senders: Sequence[Sender],
-    interval: float,
-    on_report: Callable[[PushReport], None] | None,
-    sleep: Callable[[float], Awaitable[Any]],
-) -> None:
-    while True:
-        try:
-            report: PushReport | None = None
-            if await ledger.claim_period(SCHEDULE_NAME, interval):
-                report = await engine.push(senders, new_round=True)
-            elif await ledger.has_unfinished_round():
-                report = await engine.push(senders, new_round=False)
-            if report is not None and on_report is not None:
-                on_report(report)
-            wait = await ledger.next_due(SCHEDULE_NAME, interval) - ledger.clock()
-        except Exception as exc:
-            _LOGGER.error("scheduled push failed (%s); retrying later", type(exc).__name__)
-            _LOGGER.debug("scheduled push failure", exc_info=True)
-            wait = SCHEDULER_RETRY_SECONDS
-        await sleep(min(max(wait, 1.0), MAX_SCHEDULER_SLEEP))
 
 
 async def _chunks(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:

@@ -24,8 +24,9 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.pages import add_case_pages
-from bot.push import push_order, run_scheduled_push
+from bot.push import push_order
 from bot.runtime import running_engine
+from bot.schedule import run_scheduled_push
 from bot.storage import SqliteStorage
 
 _LOGGER = logging.getLogger(__name__)

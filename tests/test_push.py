@@ -17,7 +17,8 @@ import pytest
 from bot.errors import InfoGuardError
 from bot.ledger import FAILED, SENT, UNCERTAIN, Ledger
 from bot.models import CaseCard
-from bot.push import PushEngine, PushOptions, PushReport, run_scheduled_push
+from bot.push import PushEngine, PushOptions, PushReport
+from bot.schedule import run_scheduled_push
 from bot.sender import Result, Status
 from bot.storage import SqliteStorage
 

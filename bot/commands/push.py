@@ -14,8 +14,9 @@ from bot.channels.registry import SENDER_FACTORIES, build_senders
 from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.models import CaseCard
-from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order, run_scheduled_push
+from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order
 from bot.runtime import load
+from bot.schedule import run_scheduled_push
 from bot.sender import Result, Sender
 from bot.storage import SqliteStorage
 
