@@ -118,7 +118,6 @@ class Ledger:
         cls, storage: SqliteStorage, *, clock: Callable[[], float] = time.time
     ) -> Ledger:
         await storage.db.executescript(_SCHEMA)
-        await storage.db.commit()
         return cls(storage, clock=clock)
 
     # Reading.
@@ -203,7 +202,6 @@ class Ledger:
             "(SELECT 1 FROM push_rounds WHERE channel = ?1 AND finished_at IS NULL)",
             (channel, self.clock()),
         )
-        await self.db.commit()
         round_id = await self.current_round(channel)
         assert round_id is not None
         return round_id
@@ -213,7 +211,6 @@ class Ledger:
             "UPDATE push_rounds SET finished_at = ? WHERE channel = ? AND round = ?",
             (self.clock(), channel, round_id),
         )
-        await self.db.commit()
 
     async def has_unfinished_round(self) -> bool:
         async with self.db.execute(
@@ -232,7 +229,6 @@ class Ledger:
             "SET started_at = excluded.started_at WHERE started_at <= ?",
             (name, now, now - interval),
         )
-        await self.db.commit()
         return cur.rowcount == 1
 
     async def next_due(self, name: str, interval: float) -> float:
@@ -318,6 +314,8 @@ class Ledger:
         while self._queue:
             wave, self._queue = self._queue, []
             try:
+                # One transaction a wave (the connection autocommits single statements).
+                await self.db.execute("BEGIN")
                 owned = await self._apply(wave)
                 await self.db.commit()
             except BaseException as exc:

@@ -97,12 +97,14 @@ class SqliteStorage:
     ) -> SqliteStorage:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(str(path))
+        # Autocommit: each statement is its own transaction, so the webhook's hot path needs no
+        # extra round trip to the database thread to commit. Multi-statement writes (the push
+        # ledger's waves) open their own transaction with BEGIN.
+        db = await aiosqlite.connect(str(path), isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
         await db.executescript(_SCHEMA)
-        await db.commit()
         return cls(db, clock)
 
     async def close(self) -> None:
@@ -135,13 +137,11 @@ class SqliteStorage:
             "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
             (channel, user_id, json.dumps(state, ensure_ascii=False), self._clock() + ttl),
         )
-        await self.db.commit()
 
     async def delete_session(self, channel: str, user_id: str) -> None:
         await self.db.execute(
             "DELETE FROM sessions WHERE channel=? AND user_id=?", (channel, user_id)
         )
-        await self.db.commit()
 
     async def purge_expired(self) -> int:
         """Delete expired sessions, message ids and cache entries; returns how many rows went."""
@@ -150,14 +150,12 @@ class SqliteStorage:
         for table in ("sessions", "seen_messages", "cache"):
             cur = await self.db.execute(f"DELETE FROM {table} WHERE expires_at <= ?", (now,))
             removed += cur.rowcount
-        await self.db.commit()
         return removed
 
     async def subscribe(self, channel: str, user_id: str) -> bool:
         cur = await self.db.execute(
             "INSERT OR IGNORE INTO subscribers VALUES (?, ?, ?)", (channel, user_id, self._clock())
         )
-        await self.db.commit()
         return cur.rowcount == 1
 
     async def is_subscribed(self, channel: str, user_id: str) -> bool:
@@ -194,24 +192,23 @@ class SqliteStorage:
         return int(row[0]) if row else 0
 
     async def forget_user(self, channel: str, user_id: str) -> bool:
-        cur = await self.db.execute(
-            "DELETE FROM subscribers WHERE channel=? AND user_id=?", (channel, user_id)
-        )
-        was_subscriber = cur.rowcount == 1
+        # The subscription goes last: if anything fails before it, the user is still a
+        # subscriber and unsubscribing again finishes the job.
         await self.db.execute(
             "DELETE FROM sessions WHERE channel=? AND user_id=?", (channel, user_id)
         )
         # The push ledger (bot.ledger, created on the first push) knows which cases they got.
-        async with self.db.execute(
+        has_ledger = await self.db.execute_fetchall(
             "SELECT 1 FROM sqlite_master WHERE type='table' AND name='push_deliveries'"
-        ) as cur:
-            has_ledger = await cur.fetchone() is not None
-        if has_ledger:
+        )
+        if list(has_ledger):
             await self.db.execute(
                 "DELETE FROM push_deliveries WHERE channel=? AND user_id=?", (channel, user_id)
             )
-        await self.db.commit()
-        return was_subscriber
+        cur = await self.db.execute(
+            "DELETE FROM subscribers WHERE channel=? AND user_id=?", (channel, user_id)
+        )
+        return cur.rowcount == 1
 
     async def first_sighting(self, key: str, *, ttl: float = SEEN_MESSAGE_TTL_SECONDS) -> bool:
         now = self._clock()
@@ -221,7 +218,6 @@ class SqliteStorage:
             "SET expires_at = excluded.expires_at WHERE seen_messages.expires_at <= ?",
             (key, now + ttl, now),
         )
-        await self.db.commit()
         return cur.rowcount == 1
 
     async def cache_get(self, key: str) -> str | None:
@@ -235,4 +231,3 @@ class SqliteStorage:
         await self.db.execute(
             "INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, value, self._clock() + ttl)
         )
-        await self.db.commit()
