@@ -75,7 +75,7 @@ class Engine:
     async def respond(self, message: IncomingMessage) -> Outcome:
         """Answer one message; personal data in it is never echoed, logged or stored."""
         findings = find_personal_data(message.text)
-        text = redact(message.text).strip()
+        text = redact(message.text, findings).strip()
         stored = await self.storage.get_session(message.channel, message.user_id)
         session = stored or {}
         outcome = await self._route(message, text, session)

@@ -89,9 +89,13 @@ def strip_placeholders(text: str) -> str:
     return re.sub("|".join(map(re.escape, [*_MASKS.values(), _LEFTOVER_MASK])), "", text)
 
 
-def redact(text: str) -> str:
-    """The text with every piece of personal data replaced by a placeholder such as [手机号]."""
-    findings = find_personal_data(text)
+def redact(text: str, findings: list[Finding] | None = None) -> str:
+    """The text with every piece of personal data replaced by a placeholder such as [手机号].
+
+    Pass `findings` when `find_personal_data(text)` has already been called.
+    """
+    if findings is None:
+        findings = find_personal_data(text)
     for f in reversed(findings):
         text = text[: f.start] + _MASKS[f.kind] + text[f.end :]
     # Any long digit run left over (an ID with a wrong check digit, say) is masked too.
