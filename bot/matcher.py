@@ -85,6 +85,10 @@ def _pinyin(text: str) -> tuple[str, ...]:
     return tuple(_syllable(c) for c in text)
 
 
+def _spaced(syllables: tuple[str, ...]) -> str:
+    return " " + " ".join(syllables) + " "
+
+
 class Matcher:
     """Scores messages against the example questions, keywords and decline exemplars."""
 
@@ -104,8 +108,9 @@ class Matcher:
             for k in entry.keywords:
                 docs.append(self._doc(entry.id, k, keyword=True))
                 keywords.append((entry.id, self.normalize(k)))
+        # (entry, " yan zheng ma ", syllable count): spaced so a match is whole syllables.
         self._keyword_pinyin = [
-            (entry_id, _pinyin(norm))
+            (entry_id, _spaced(_pinyin(norm)), len(norm))
             for entry_id, norm in keywords
             if len(norm) >= 2 and self._distinctive(entry_id, norm, docs)
         ]
@@ -220,12 +225,12 @@ class Matcher:
         if not self._keyword_pinyin or len(segment) > MAX_KEYWORD_SEGMENT:
             return
         syllables = _pinyin(segment)
-        joined = " " + " ".join(syllables) + " "
+        joined = _spaced(syllables)
         found: set[str] = set()
-        for entry_id, keyword in self._keyword_pinyin:
-            if entry_id not in found and " " + " ".join(keyword) + " " in joined:
+        for entry_id, keyword, length in self._keyword_pinyin:
+            if entry_id not in found and keyword in joined:
                 found.add(entry_id)
-                yield entry_id, len(keyword) / len(syllables)
+                yield entry_id, length / len(syllables)
 
     def _decide(
         self,
