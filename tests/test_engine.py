@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from bot import matcher
 from bot.engine import Engine
 from bot.models import IncomingMessage, Reply
 from bot.replies import render_plain
@@ -84,11 +87,20 @@ async def test_sessions_are_per_user_and_channel(mini_engine: Engine) -> None:
     assert other[0].text.startswith("抱歉")
 
 
-async def test_a_near_miss_is_declined_with_likely_topics(mini_engine: Engine) -> None:
-    outcome = await mini_engine.respond(
-        IncomingMessage("console", "u", "被骗子骗了好多钱，不知道找谁")
-    )
+async def test_a_near_miss_is_declined_with_likely_topics(
+    mini_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Demand more confidence than the message earns: the bot must decline, yet point to the
+    # topic it came closest to instead of the bare menu.
+    monkeypatch.setattr(matcher, "ANSWER_THRESHOLD", 0.95)
+    outcome = await mini_engine.respond(IncomingMessage("console", "u", "被骗子骗了好多钱"))
     assert outcome.fallback
     payloads = [b.payload for b in outcome.replies[0].buttons]
-    assert "#entry:fraud_now" in payloads
+    assert payloads[0] == "#entry:fraud_now"
     assert "您是不是想问" in outcome.replies[0].text
+
+
+async def test_far_off_topic_gets_the_menu(mini_engine: Engine) -> None:
+    outcome = await mini_engine.respond(IncomingMessage("console", "u", "推荐一部好看的电影"))
+    assert outcome.fallback
+    assert outcome.replies[0].buttons == mini_engine.content.menu
