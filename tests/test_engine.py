@@ -104,3 +104,11 @@ async def test_far_off_topic_gets_the_menu(mini_engine: Engine) -> None:
     outcome = await mini_engine.respond(IncomingMessage("console", "u", "推荐一部好看的电影"))
     assert outcome.fallback
     assert outcome.replies[0].buttons == mini_engine.content.menu
+
+
+async def test_a_question_about_a_case_opens_the_case(mini_engine: Engine) -> None:
+    outcome = await mini_engine.respond(
+        IncomingMessage("console", "u", "验证码也是个人信息那个案子是怎么判的")
+    )
+    assert outcome.entry_id == "case:mini_case"
+    assert outcome.replies[0].card is not None
