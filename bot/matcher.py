@@ -35,14 +35,11 @@ LONG_MESSAGE_MIN_COVERAGE = 0.22
 CLAUSE_FULL_MASS = 60.0
 """A clause with less IDF mass than this counts for proportionally less than the whole."""
 CANDIDATES = 40
-CLAUSE_POOL = 150
-"""Clauses are scored only against the best documents for the whole message."""
 COMMON_TERM_SHARE = 0.05
 KEYWORD_WEIGHT = 0.9
 KEYWORD_BONUS = 0.12
 MAX_KEYWORD_SEGMENT = 60
 KEYWORD_MIN_OWNERSHIP = 0.6
-URGENT_WINDOW = 6
 URGENT_MIN_SCORE = 0.3
 OUT_OF_SCOPE = "__out_of_scope__"
 
@@ -159,7 +156,6 @@ class Matcher:
         whole = self.content_of(message)
         if not whole:
             return Match(None, 0.0)
-        pool = self._retrieve(_terms(whole, self._stop_chars), CLAUSE_POOL)
         segments = [(whole, 1.0)]
         clauses = [self._content(c) for c in self.normalize.clauses(message)]
         if len(clauses) > 1:
@@ -167,17 +163,24 @@ class Matcher:
                 mass = sum(self.idf(t) for t in _terms(clause, self._stop_chars))
                 segments.append((clause, min(1.0, mass / CLAUSE_FULL_MASS)))
         best: dict[str, float] = {}
+        clause_best: dict[str, float] = {}
+        """Each entry's best score on a single clause, unweighted: evidence for urgent needs."""
         clause_winners: set[str] = set()
         for i, (segment, weight) in enumerate(segments):
-            scores = self._score_segment(segment, pool if i else pool[:CANDIDATES])
+            # Each segment retrieves its own candidates: a clause about something else than the
+            # rest of a long message ("另外我刚被骗转了两万") must still find its entry.
+            candidates = self._retrieve(_terms(segment, self._stop_chars), CANDIDATES)
+            scores = self._score_segment(segment, candidates)
             for entry_id, s in scores.items():
                 best[entry_id] = max(best.get(entry_id, 0.0), s * weight)
             if i > 0 and scores:
+                for entry_id, s in scores.items():
+                    clause_best[entry_id] = max(clause_best.get(entry_id, 0.0), s)
                 top_id, top = max(scores.items(), key=lambda kv: kv[1])
                 if top * weight >= ANSWER_THRESHOLD:
                     clause_winners.add(top_id)
         ranking = tuple(sorted(best.items(), key=lambda kv: kv[1], reverse=True))
-        return self._decide(message, whole, ranking, clause_winners)
+        return self._decide(message, whole, ranking, clause_winners, clause_best)
 
     def _retrieve(self, terms: frozenset[str], limit: int) -> list[int]:
         """Documents sharing the most IDF mass with the terms, best first.
@@ -238,6 +241,7 @@ class Matcher:
         whole: str,
         ranking: tuple[tuple[str, float], ...],
         clause_winners: set[str],
+        clause_best: dict[str, float],
     ) -> Match:
         if not ranking:
             return Match(None, 0.0, ranking=ranking)
@@ -248,7 +252,7 @@ class Matcher:
             LONG_MESSAGE_MIN_COVERAGE
         ):
             return Match(None, top, ranking=ranking)
-        primary = self._primary(message, ranking, clause_winners)
+        primary = self._primary(message, ranking, clause_winners, clause_best)
         also = [e for e in clause_winners if e not in (primary, OUT_OF_SCOPE)]
         also += [
             e
@@ -264,14 +268,17 @@ class Matcher:
         message: str,
         ranking: tuple[tuple[str, float], ...],
         clause_winners: set[str],
+        clause_best: dict[str, float],
     ) -> str:
         top_id = ranking[0][0]
         if any(p.search(message) for p in self._urgent):
             # Explicit evidence that money or safety is at stake now (转了两万, 威胁): an urgent
             # entry that fits reasonably well goes first, whatever else the message asks.
+            # A clause of its own ("另外我刚被骗转了两万") counts at full weight here.
+            fits = {e: max(s, clause_best.get(e, 0.0)) for e, s in ranking}
             urgent = [
                 (self._priority.get(e, 1), s, e)
-                for e, s in ranking[:URGENT_WINDOW]
+                for e, s in fits.items()
                 if self._priority.get(e, 1) > 1 and s >= URGENT_MIN_SCORE
             ]
             if urgent:

@@ -41,6 +41,11 @@ def test_ask_json_contract_in_one_process(tmp_path: Path) -> None:
     assert "不要在聊天里发送" in rows[2]["answer"]
 
 
+def test_a_question_about_a_case_gets_the_case() -> None:
+    result = run("ask", "--json", "人脸识别第一案是什么")
+    assert json.loads(result.stdout)["entry"] == "case:hangzhou_face_recognition_zoo"
+
+
 def test_ask_one_question_plain() -> None:
     result = run("ask", "96110是什么电话")
     assert result.returncode == 0

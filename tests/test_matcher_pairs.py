@@ -56,7 +56,6 @@ def test_pairs_meet_the_budgets(matcher: Matcher) -> None:
         ("我的個人資料被洩露了怎麼辦", "leaked_now_what"),
         ("９６１１０是什么电话", "anti_fraud_96110"),
         ("帮信罪", "cards_rental"),
-        ("人脸识别第一案是什么", "case_hangzhou_face_recognition_zoo"),
         ("想问公共wifi安不安全，另外我刚才被骗转了两万块", "fraud_now"),
     ],
 )
