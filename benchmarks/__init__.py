@@ -1,0 +1,1 @@
+"""Scripts that print speed, memory and answer-quality figures; they assert nothing."""
