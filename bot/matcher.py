@@ -24,7 +24,8 @@ from rapidfuzz import fuzz
 from bot.schema import Entry, Lexicon
 from bot.text import Normalizer
 
-# Thresholds, fitted on the bundled knowledge base (see tests/test_matcher_quality.py).
+# Thresholds, fitted on the bundled knowledge base: `python -m benchmarks.matcher_quality`
+# sweeps them over tests/data/matcher_pairs.yaml; re-fit after knowledge edits.
 ANSWER_THRESHOLD = 0.40
 """Below this blended score the bot declines rather than guess."""
 SECOND_CHOICE_MARGIN = 0.08
