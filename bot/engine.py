@@ -60,7 +60,7 @@ class Engine:
             Entry.model_construct(
                 id=f"case_{case.id}",
                 title=case.title,
-                questions=[case.title, case.summary],
+                questions=[case.title, case.summary, *case.aliases],
                 keywords=[],
                 priority=1,
                 intent=None,

@@ -71,6 +71,8 @@ class Case(Strict):
 
     id: Identifier
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    aliases: list[Text] = []
+    """Short names people use for the case (人脸识别第一案, 指导性案例192号): found in chat."""
     kind: CaseKind
     court: Text
     date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]
