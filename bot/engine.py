@@ -25,6 +25,9 @@ from bot.text import display_clean
 
 _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
+"""How an outcome names a case: "case:<id>"."""
+CASE_ENTRY = "case_"
+"""How the matcher knows a case: a pseudo-entry "case_<id>" indexed by its title and names."""
 SUGGESTION_MIN_SCORE = 0.28
 """A declined message still gets the entries scoring at least this offered as buttons."""
 MAX_SUGGESTIONS = 3
@@ -58,7 +61,7 @@ class Engine:
         # A question about a specific case (人脸识别第一案是什么) finds it by its title.
         case_entries = [
             Entry.model_construct(
-                id=f"case_{case.id}",
+                id=CASE_ENTRY + case.id,
                 title=case.title,
                 questions=[case.title, case.summary, *case.aliases],
                 keywords=[],
@@ -177,8 +180,8 @@ class Engine:
             return None
         top = match.ranking[0][1] if match.ranking else 0.0
         for entry_id, score in match.ranking[: 3 if _CASE_WORDS.search(text) else 1]:
-            case_id = entry_id.removeprefix("case_")
-            is_case = entry_id.startswith("case_") and case_id in self.content.cases
+            case_id = entry_id.removeprefix(CASE_ENTRY)
+            is_case = entry_id.startswith(CASE_ENTRY) and case_id in self.content.cases
             if is_case and score >= top - CASE_MARGIN:
                 return case_id
         return None
