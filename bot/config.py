@@ -27,6 +27,13 @@ def default_data_dir() -> Path:
     return Path(base) / "infoguard"
 
 
+def default_cache_dir() -> Path:
+    """Where the trained matcher and the encoder's unpacked weights are kept: rebuilt when
+    missing, so deleting it is always safe."""
+    configured = os.environ.get("INFOGUARD_CACHE_DIR")
+    return Path(configured).expanduser() if configured else default_data_dir() / "cache"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the bot reads, each from an INFOGUARD_* (or WECHAT_* / TELEGRAM_*) variable."""
@@ -34,6 +41,8 @@ class Settings:
     knowledge_dir: Path = field(default_factory=lambda: bundled_dir("knowledge"))
     cases_dir: Path = field(default_factory=lambda: bundled_dir("cases_explained"))
     database: Path = field(default_factory=lambda: default_data_dir() / "infoguard.sqlite3")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """The matcher's trained model and the sentence encoder's weights (derived data only)."""
     public_url: str = ""
     """Public base URL of `infoguard serve` (e.g. https://bot.example.gov.cn); case pages live
     under /cases/ there."""

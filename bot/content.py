@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from bot.errors import ContentError
 from bot.models import Button
 from bot.report_schema import REPORT_FILE, ReportFlow, load_report_flow
-from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, explain
+from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, SmallTalk, explain
 
 LEXICON_FILE = "_lexicon.yaml"
 BOT_FILE = "_bot.yaml"
@@ -43,6 +43,7 @@ class Content:
     knowledge_dir: Path
     report: ReportFlow | None = None
     """The report guidance flow (_report.yaml); None when the folder has none."""
+    smalltalk: tuple[SmallTalk, ...] = ()
 
 
 def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
@@ -76,7 +77,17 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     if problems or lexicon is None or bot_file is None:
         raise ContentError(problems)
     menu = tuple(Button(m.label, m.payload) for m in bot_file.menu)
-    return Content(entries, cases, lexicon, bot_file.texts, menu, official, knowledge_dir, report)
+    return Content(
+        entries,
+        cases,
+        lexicon,
+        bot_file.texts,
+        menu,
+        official,
+        knowledge_dir,
+        report,
+        tuple(bot_file.smalltalk),
+    )
 
 
 def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:

@@ -25,6 +25,6 @@ async def running_engine(
     content = load(settings)
     storage = await SqliteStorage.open(database if database is not None else settings.database)
     try:
-        yield Engine(content, storage, case_url=settings.case_url)
+        yield Engine(content, storage, case_url=settings.case_url, cache_dir=settings.cache_dir)
     finally:
         await storage.close()

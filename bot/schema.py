@@ -118,6 +118,8 @@ class BotTexts(Strict):
     welcome: Text
     fallback: Text
     clarify: Text
+    did_you_mean: Text = "您是想问："
+    """Heads the buttons offered when a message could mean two or three topics."""
     pii_warning: Text
     related_heading: Text
     cases_heading: Text
@@ -137,6 +139,13 @@ class MenuItem(Strict):
     payload: Text
 
 
+class SmallTalk(Strict):
+    """Phrases that are small talk (谢谢, 再见) and the short reply they get."""
+
+    phrases: list[Text] = Field(min_length=1)
+    reply: Text
+
+
 class BotFile(Strict):
     """knowledge/_bot.yaml: the bot's wording, main menu and official-number whitelist."""
 
@@ -144,6 +153,7 @@ class BotFile(Strict):
     menu: list[MenuItem]
     official_numbers: list[str]
     """The only phone numbers the bot may print: the whitelisted official channels."""
+    smalltalk: list[SmallTalk] = []
 
 
 def explain(err: ErrorDetails) -> str:
