@@ -17,6 +17,7 @@ from bot.content import Content
 from bot.matcher import OUT_OF_SCOPE, Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, redact, strip_placeholders
+from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
@@ -55,6 +56,7 @@ class Engine:
         self.matcher = Matcher(self._matchable_entries(content), content.lexicon)
         self.build = ReplyBuilder(content, case_url)
         self.guide = ReportGuide(content)
+        self.red_flags = RedFlags(content.red_flags)
 
     @staticmethod
     def _matchable_entries(content: Content) -> list[Entry]:
@@ -168,6 +170,10 @@ class Engine:
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
+            checked = self.red_flags.rescue(text)  # a pasted scam SMS gets the scam check
+            if checked in self.content.entries:
+                entry = self.content.entries[checked]
+                return await self._entry_outcome(message, entry, match.score, (), session, text)
             return self._fallback(match.score, match.ranking)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
@@ -207,6 +213,8 @@ class Engine:
             return Outcome([self._welcome()], entry.id, score)
         # Its report button carries the choices the message made clear (option ids, no text).
         reply = self.guide.carry_choices(self.build.answer(entry, also=also), text)
+        # "这是不是诈骗" (or a fraud type with several signs): the red flags the message shows.
+        reply = self.red_flags.annotate(entry.id, reply, text)
         if entry.intent == "list_cases":
             cases = self.build.case_list(1)
             reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)

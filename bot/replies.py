@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bot.content import Content
+from bot.content import Content, legal_basis
 from bot.models import Button, CaseCard, Reply
 from bot.schema import Case, Entry
 
@@ -29,10 +29,8 @@ class ReplyBuilder:
         self.case_url = case_url
 
     def citation(self, entry: Entry) -> str:
-        if not entry.sources:
-            return ""
-        cites = "；".join(dict.fromkeys(s.cite() for s in entry.sources))
-        return f"\n\n法律依据：{cites}"
+        line = legal_basis(entry)
+        return f"\n\n{line}" if line else ""
 
     def answer(self, entry: Entry, *, also: Sequence[str] = ()) -> Reply:
         """An entry's answer, its legal basis, and buttons for what to read or do next."""
