@@ -63,7 +63,8 @@ class ReplyBuilder:
         articles = "；".join(dict.fromkeys(a.cite() for a in case.articles))
         sources = "；".join(s.name for s in case.sources)
         text = (
-            f"【以案释法】{case.title}{label}\n{case.court}｜{case.date}｜{case.kind}\n\n"
+            f"【以案释法】{case.title}{label}\n"
+            f"{case.court}｜{case.date}{case.date_means or ''}｜{case.kind}\n\n"
             f"{case.summary.strip()}\n\n法律要点：{case.legal_point.strip()}\n\n"
             f"提醒您：{case.lesson.strip()}\n\n适用法条：{articles}\n来源：{sources}"
         )

@@ -83,6 +83,10 @@ class Case(Strict):
     kind: CaseKind
     court: Text
     date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]
+    date_means: Literal["判决", "发布", "起诉", "答复"] | None = None
+    """What the date is: the judgment, the publication as a typical case, the indictment, the
+    reply letter. Shown after the date, so a trial court is never paired with an unlabelled
+    publication date."""
     local: bool = False
     summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     facts: Text
