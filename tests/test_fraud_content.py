@@ -45,6 +45,7 @@ RECOVERY_WARNED = [
     "leaked_now_what",
     "fake_police",
     "fraud_now",
+    "card_stolen",
 ]
 
 

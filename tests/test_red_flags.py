@@ -87,7 +87,7 @@ async def test_a_genuine_12381_warning_is_said_to_be_genuine(engine: Engine) -> 
         engine, "【12381】您好，您可能正遭遇电信网络诈骗，请勿向陌生账户转账，这条短信是真的吗"
     )
     assert outcome.entry_id == "scam_check"
-    assert "12381预警短信是公安机关发的提醒" in shown
+    assert "12381发来的预警短信是公安机关的预警劝阻提醒" in shown
 
 
 async def test_just_asking_gets_the_general_check(engine: Engine) -> None:
