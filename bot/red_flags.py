@@ -23,6 +23,8 @@ MEDIUM_SCORE = 1
 LIKELY_MIN_FLAGS = 2
 LIKELY_MIN_SCORE = 3
 """Two flags with one strong, or three medium ones: "高度疑似诈骗" (scams.md §2.1)."""
+MAX_LISTED = 4
+"""The reply names at most this many flags, strongest first: one phone screen."""
 
 
 class Level(Enum):
@@ -109,7 +111,8 @@ class RedFlags:
         else:
             heading = texts.likely if check.level is Level.LIKELY else texts.single
             verdict = texts.likely_verdict if check.level is Level.LIKELY else texts.single_verdict
-            items = [f"{i}. {f.name}：{f.explain}" for i, f in enumerate(check.flags, 1)]
+            shown = check.flags[:MAX_LISTED]
+            items = [f"{i}. {f.name}：{f.explain}" for i, f in enumerate(shown, 1)]
             lines = [heading, *items, "", verdict]
         for g in check.genuine:
             lines += ["", g.explain]

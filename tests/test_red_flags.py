@@ -115,6 +115,10 @@ def test_single_words_are_weak_and_combinations_decide() -> None:
     assert flags.check("对方说要转到安全账户，还让我不要告诉家人").level is Level.LIKELY
     # Traditional characters and full-width letters are read like simplified text.
     assert flags.check("請把驗證碼發給我，再開啟屏幕共享").level is Level.LIKELY
+    # However many signs a message piles up, the reply names the strongest few.
+    many = flags.check("安全账户 通缉令 不要告诉家人 屏幕共享 刷单 解冻费 内幕消息 百万保障")
+    assert len(many.flags) == 8
+    assert flags.describe(many).count("\n") < 12
 
 
 @pytest.fixture
