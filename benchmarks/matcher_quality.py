@@ -39,6 +39,7 @@ UNSEEN_SETS = sorted(DATA.glob("matcher_pairs_unseen_*.yaml"))
 SAME_AS = {
     "report": {"start_report"},
     "emergency": {"fraud_now", "extortion", "doxxing"},
+    "greeting": {"smalltalk"},
 }
 # Replies that are not an answer: right for a message that should be declined.
 NOT_AN_ANSWER = {None, "greeting", "smalltalk"}
@@ -59,7 +60,7 @@ def verdict(item: dict[str, Any], got: str | None, answer: str) -> str:
         return "declined" if got in NOT_AN_ANSWER else "oos_answered"
     if any(re.search(p, answer) for p in item.get("must_not", [])):
         return "wrong"
-    if got in NOT_AN_ANSWER and not wanted & {"smalltalk", "greeting"}:
+    if got in NOT_AN_ANSWER and not wanted & {"smalltalk"}:
         return "missed"
     if item.get("must"):
         ok = all(any(re.search(p, answer, re.I) for p in group) for group in item["must"])

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bot import replies as payloads
-from bot.config import default_cache_dir
 from bot.content import Content
 from bot.matching import Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, redact, strip_placeholders
+from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
@@ -55,10 +55,11 @@ class Engine:
         self.matcher = matcher or Matcher(
             self._matchable_entries(content),
             content.lexicon,
-            cache_dir=cache_dir or default_cache_dir(),
+            cache_dir=cache_dir,
         )
         self.build = ReplyBuilder(content, case_url)
         self.guide = ReportGuide(content)
+        self.red_flags = RedFlags(content.red_flags)
         self.smalltalk = SmallTalkReplies(content.smalltalk)
 
     @staticmethod
@@ -176,10 +177,15 @@ class Engine:
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
-            if match.decision is not None and match.decision.kind == "clarify":
-                return self._clarify(match)
-            if match.decision is not None and match.decision.kind == "urgent":
+            kind = match.decision.kind if match.decision is not None else "decline"
+            if kind == "urgent":
                 return Outcome(self.guide.emergency(), "emergency", match.score)
+            checked = self.red_flags.rescue(text)  # a pasted scam SMS gets the scam check
+            if checked in self.content.entries:
+                entry = self.content.entries[checked]
+                return await self._entry_outcome(message, entry, match.score, (), session, text)
+            if kind == "clarify":
+                return self._clarify(match)
             return self._fallback(match.score)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
@@ -193,7 +199,7 @@ class Engine:
         return case_id if case_id in self.content.cases else None
 
     def _clarify(self, match: Match) -> Outcome:
-        """"您是想问：" with the likeliest entries (or cases) as buttons; not an answer."""
+        """ "您是想问：" with the likeliest entries (or cases) as buttons; not an answer."""
         assert match.decision is not None
         buttons = []
         for option in match.decision.options:
@@ -229,6 +235,8 @@ class Engine:
             return Outcome([self._welcome()], entry.id, score)
         # Its report button carries the choices the message made clear (option ids, no text).
         reply = self.guide.carry_choices(self.build.answer(entry, also=also), text)
+        # "这是不是诈骗" (or a fraud type with several signs): the red flags the message shows.
+        reply = self.red_flags.annotate(entry.id, reply, text)
         if entry.intent == "list_cases":
             cases = self.build.case_list(1)
             reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,15 @@ from bot.storage import SqliteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = Path(__file__).resolve().parent / "data" / "mini"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def model_cache() -> Path:
+    """One folder of trained matchers for the whole run (and the commands it starts): each
+    knowledge base is trained once, and kept between runs on this checkout."""
+    folder = ROOT / ".cache" / "test-models"
+    os.environ["INFOGUARD_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@
 
 A message that states money already lost or a threat is never declined: the most likely
 urgent entry (priority above 1: 110 first) is answered when it is plausible, and otherwise
-the decision is "urgent": the engine gives its emergency reply (110 first). The thresholds come from cross-validation on the knowledge base
-(`bot.matching.calibrate`), never from a test set.
+the decision is "urgent": the engine gives its emergency reply (110 first). The thresholds
+come from cross-validation on the knowledge base (`bot.matching.calibrate`), never from a
+test set.
 """
 
 from __future__ import annotations
@@ -49,9 +50,7 @@ class Policy:
     ) -> None:
         self.classes = tuple(classes)
         self.thresholds = thresholds
-        self._urgent = np.array(
-            [priorities.get(c, 1) > 1 for c in self.classes], dtype=bool
-        )
+        self._urgent = np.array([priorities.get(c, 1) > 1 for c in self.classes], dtype=bool)
 
     def decide(
         self,
@@ -74,7 +73,9 @@ class Policy:
             return Decision("clarify", options[0], p_top, options)
         return Decision("decline", None, p_top)
 
-    def _options(self, probabilities: npt.NDArray[np.float32], order: npt.NDArray[np.intp]) -> tuple[str, ...]:
+    def _options(
+        self, probabilities: npt.NDArray[np.float32], order: npt.NDArray[np.intp]
+    ) -> tuple[str, ...]:
         floor = self.thresholds.clarify / 2
         picked = [
             self.classes[i]

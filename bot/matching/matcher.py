@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from bot.config import default_cache_dir
 from bot.matching.decide import Decision, Policy, Thresholds
 from bot.matching.encode import SentenceEncoder
 from bot.matching.model import OUT_OF_SCOPE, Hyper, IntentModel, TrainingSet, train
@@ -24,12 +25,12 @@ from bot.schema import Entry, Lexicon
 
 _LOGGER = logging.getLogger(__name__)
 RANKING = 5
-_ENCODERS: dict[Path | None, SentenceEncoder] = {}
+_ENCODERS: dict[Path, SentenceEncoder] = {}
 
 __all__ = ["OUT_OF_SCOPE", "Match", "Matcher"]
 
 
-def shared_encoder(cache_dir: Path | None) -> SentenceEncoder:
+def shared_encoder(cache_dir: Path) -> SentenceEncoder:
     """One encoder per cache folder and process: its weights are 100 MB."""
     if cache_dir not in _ENCODERS:
         _ENCODERS[cache_dir] = SentenceEncoder(cache_dir)
@@ -65,7 +66,7 @@ class Matcher:
         progress: Callable[[str], None] | None = None,
     ) -> None:
         self.prepare = Preparer(lexicon)
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir = cache_dir or default_cache_dir()
         self.encoder = shared_encoder(cache_dir)
         entries = list(entries)
         self.priorities = {e.id: e.priority for e in entries}
@@ -75,7 +76,9 @@ class Matcher:
         self.thresholds = Thresholds(**self.model.meta["thresholds"])
         self.policy = Policy(self.model.classes, self.priorities, self.thresholds)
 
-    def _training_texts(self, entries: list[Entry], lexicon: Lexicon) -> tuple[list[str], list[str]]:
+    def _training_texts(
+        self, entries: list[Entry], lexicon: Lexicon
+    ) -> tuple[list[str], list[str]]:
         texts: list[str] = []
         labels: list[str] = []
         seen: set[tuple[str, str]] = set()
@@ -99,9 +102,11 @@ class Matcher:
 
         texts, labels = self.training
         unencoded = TrainingSet(tuple(texts), tuple(labels), np.zeros((0, 0), np.float32))
-        fingerprint = unencoded.fingerprint(self.encoder.version, self.hyper)
-        path = self.cache_dir / f"model-{fingerprint}.npz" if self.cache_dir else None
-        model = IntentModel.load(path) if path else None
+        fingerprint = unencoded.fingerprint(
+            self.encoder.version, self.hyper, calibrate.SETTINGS_KEY
+        )
+        path = self.cache_dir / f"model-{fingerprint}.npz"
+        model = IntentModel.load(path)
         if model is not None:
             return model
         started = time.perf_counter()
@@ -123,8 +128,7 @@ class Matcher:
             },
             held_out=cv,
         )
-        if path:
-            model.save(path)
+        model.save(path)
         progress(f"matcher trained in {time.perf_counter() - started:.1f} s")
         return model
 
@@ -141,7 +145,8 @@ class Matcher:
         features = [self.model.featurizer.transform(p.content) for p in prepared]
         cheap = [self.model.cheap(f) for f in features]
         unsure = [
-            i for i, p in enumerate(prepared)
+            i
+            for i, p in enumerate(prepared)
             if p.content and float(cheap[i].max()) < self.thresholds.skip_encoder
         ]
         vectors = self.encoder.encode([prepared[i].content for i in unsure])
@@ -149,9 +154,7 @@ class Matcher:
         for row, i in enumerate(unsure):
             probabilities[i] = self.model.full(features[i], vectors[row], cheap[i])
         encoded = set(unsure)
-        return [
-            self._verdict(p, probabilities[i], i in encoded) for i, p in enumerate(prepared)
-        ]
+        return [self._verdict(p, probabilities[i], i in encoded) for i, p in enumerate(prepared)]
 
     def _verdict(
         self, prepared: Prepared, probabilities: npt.NDArray[np.float32], used_encoder: bool
