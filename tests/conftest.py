@@ -11,6 +11,7 @@ import pytest
 
 from bot.content import Content, load_content
 from bot.engine import Engine
+from bot.matching import Matcher
 from bot.storage import SqliteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,10 +20,12 @@ MINI = Path(__file__).resolve().parent / "data" / "mini"
 
 @pytest.fixture(autouse=True, scope="session")
 def model_cache() -> Path:
-    """One folder of trained matchers for the whole run (and the commands it starts): each
-    knowledge base is trained once, and kept between runs on this checkout."""
-    folder = ROOT / ".cache" / "test-models"
-    os.environ["INFOGUARD_CACHE_DIR"] = str(folder)
+    """One folder of trained matchers for the whole run and the commands it starts, kept
+    between runs on this checkout (`scripts/test` points `kb eval` at it too). The bundled
+    knowledge base is trained here, once, before any test or subprocess needs it."""
+    folder = Path(os.environ.setdefault("INFOGUARD_CACHE_DIR", str(ROOT / ".cache" / "test-models")))
+    content = load_content(ROOT / "knowledge", ROOT / "cases_explained")
+    Matcher(Engine._matchable_entries(content), content.lexicon, cache_dir=folder)
     return folder
 
 
