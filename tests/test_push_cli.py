@@ -15,9 +15,9 @@ import pytest
 from bot.cli import main
 from bot.commands import push as push_command
 from bot.config import Settings
-from bot.ledger import Ledger
+from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
 from bot.storage import SqliteStorage
 
 CHANNEL = "fake"
@@ -27,6 +27,7 @@ class RecordingSender:
     """A fake channel: records what it delivers; users named "blocked…" have blocked the bot."""
 
     channel = CHANNEL
+    min_batch = 1
     max_batch = 2
     idempotent = True
 
@@ -35,10 +36,10 @@ class RecordingSender:
         self.closed = False
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         results: dict[str, Result] = {}
-        for user in recipients:
+        for user in await claim(recipients):
             if user.startswith("blocked"):
                 results[user] = Result(Status.UNREACHABLE, detail="forbidden")
             else:
@@ -97,7 +98,7 @@ def subscribe(path: Path, channel: str, *users: str) -> None:
 def deliveries_recorded(path: Path) -> int:
     async def run() -> int:
         storage = await SqliteStorage.open(path)
-        ledger = await Ledger.open(storage)
+        ledger = await SqlitePushStore.open(storage)
         async with ledger.db.execute("SELECT COUNT(*) FROM push_deliveries") as cur:
             row = await cur.fetchone()
         await storage.close()

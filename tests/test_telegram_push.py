@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from claims import Granted
 from fake_telegram_api import TOKEN, FakeTelegramAPI, bad_request, buttons, flood, forbidden
 from telegram import Bot
 from telegram.error import TimedOut
@@ -49,7 +50,8 @@ async def sender(api: FakeTelegramAPI) -> AsyncIterator[TelegramSender]:
 
 
 async def send(sender: TelegramSender, chat_id: int, card: CaseCard = CARD) -> Result:
-    results = await sender.send(card, [str(chat_id)], batch_key=f"{card.case_id}:{chat_id}")
+    key = f"{card.case_id}:{chat_id}"
+    results = await sender.send(card, [str(chat_id)], batch_key=key, claim=Granted())
     return results[str(chat_id)]
 
 
@@ -130,7 +132,7 @@ async def test_unsent_is_retried_maybe_sent_is_raised_bad_ids_fail(api: FakeTele
     sender = TelegramSender(make_bot(unreachable))
     result = await send(sender, 901)
     assert result == Result(Status.RETRY, detail="connecterror")
-    results = await sender.send(CARD, ["not-a-chat"], batch_key="x")
+    results = await sender.send(CARD, ["not-a-chat"], batch_key="x", claim=Granted())
     assert results == {"not-a-chat": Result(Status.FAILED, detail="bad_chat_id")}
     await sender.aclose()
     # Telegram got the message but the answer timed out: it may be delivered. The sender
