@@ -30,11 +30,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from push_world import PushWorld, Run, Tally, summary_line, tally  # noqa: E402
+from push_world import PushWorld, Run, Tally, summary_line, tally
 
-from bot.config import Settings  # noqa: E402
-from bot.push import push_order  # noqa: E402
-from bot.runtime import load  # noqa: E402
+from bot.config import Settings
+from bot.push import push_order
+from bot.runtime import load
 
 TIME_GOAL_SECONDS = 15.0
 RSS_GOAL_MB = 150.0
@@ -97,7 +97,7 @@ async def kills(
         moments = ["during the WeChat batch of two", "Telegram queued", "at random"]
         runs: list[dict[str, Any]] = []
         for moment in moments:
-            if runs and not runs[-1]["killed"]:
+            if runs and not runs[-1].get("killed"):
                 # The round finished before the kill came: another run would be a new round.
                 runs.append({"moment": moment, "skipped": True})
                 continue
@@ -109,7 +109,9 @@ async def kills(
                     world.kill_now.set()
                     await asyncio.sleep(0.3)  # the kill lands while WeChat is sending
 
-            async def on_telegram(call: Any, moment: str = moment) -> None:
+            async def on_telegram(
+                call: Any, moment: str = moment, counting: dict[str, int] = counting
+            ) -> None:
                 if call.method != "sendMessage":
                     return
                 counting["telegram"] += 1
