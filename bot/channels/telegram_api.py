@@ -154,22 +154,39 @@ class Throttle:
         self._next_slot = 0.0
         self._held_until = 0.0
         self._urgent = 0
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     async def acquire(self, *, urgent: bool = False) -> None:
-        """Wait for a slot and take it. Checking and taking happen with no await between."""
+        """Wait for a slot and take it. Checking and taking happen with no await between.
+
+        Other callers queue on a lock, so only one of them at a time sleeps towards the next
+        slot (no herd waking every few milliseconds); urgent ones wait beside the queue and
+        take the slot first when both are due."""
         if urgent:
             self._urgent += 1
-        try:
-            while True:
-                now = self.clock()
-                wait = max(self._held_until, self._next_slot) - now
-                if wait <= 0 and (urgent or not self._urgent):
-                    self._next_slot = max(now, self._next_slot) + self.interval
-                    return
-                await asyncio.sleep(max(wait, self.interval / 2))
-        finally:
-            if urgent:
+            try:
+                await self._take(urgent=True)
+            finally:
                 self._urgent -= 1
+            return
+        async with self._queue():
+            await self._take(urgent=False)
+
+    async def _take(self, *, urgent: bool) -> None:
+        while True:
+            now = self.clock()
+            wait = max(self._held_until, self._next_slot) - now
+            if wait <= 0 and (urgent or not self._urgent):
+                self._next_slot = max(now, self._next_slot) + self.interval
+                return
+            await asyncio.sleep(max(wait, self.interval / 2))
+
+    def _queue(self) -> asyncio.Lock:
+        # One lock per event loop: the Throttle outlives loops (tests, `asyncio.run` calls).
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
 
     def hold(self, seconds: float) -> None:
         self._held_until = max(self._held_until, self.clock() + seconds)
