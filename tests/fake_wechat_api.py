@@ -51,6 +51,9 @@ class FakeWeChatAPI:
     received: dict[str, list[str]] = field(default_factory=dict)
     """Per openid, the text of every message WeChat delivered to it (mass or customer service)."""
     mass_quota: int | None = None
+    foreign_clientmsgids: int = 0
+    """The next this many new clientmsgids are answered 45065, as if another sender had used
+    them (nothing is delivered)."""
     """Mass sends still accepted before 45028 (no quota left); None: unlimited."""
     on_call: Callable[[Call], Awaitable[None]] | None = None
     """Awaited with each recorded call before it is answered (e.g. to kill the client then)."""
@@ -161,6 +164,9 @@ class FakeWeChatAPI:
         clientmsgid = str(body.get("clientmsgid", ""))
         if len(clientmsgid.encode()) > 64:
             return _answer(45067, "clientmsgid size out of limit")
+        if self.foreign_clientmsgids > 0 and clientmsgid not in self.clientmsgids:
+            self.foreign_clientmsgids -= 1
+            self.clientmsgids[clientmsgid] = 1
         if clientmsgid in self.clientmsgids:
             return web.json_response(
                 {

@@ -5,9 +5,6 @@ scheduled push. Senders are fakes that record what they really delivered."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -23,7 +20,6 @@ from bot.schedule import run_scheduled_push
 from bot.sender import Claim, Result, Status
 from bot.storage import SqliteStorage
 
-ROOT = Path(__file__).resolve().parent.parent
 CHANNEL = "fake"
 CARDS = [
     CaseCard("case_a", "案例甲", "摘要甲", "https://bot.example/cases/case_a"),
@@ -438,26 +434,3 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
     assert other.delivered == []
     await run_scheduler(other, until=now[0] + 0.2 * day)  # day 2 came: the next case
     assert sorted(other.delivered) == [(u, "case_c") for u in users]
-
-
-def test_kill_9_and_resume_in_a_subprocess_delivers_exactly_once() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "push_benchmark.py"),
-            *("--subscribers", "600", "--kills", "2", "--concurrency", "16"),
-            *("--latency", "0.02", "--seed", "7", "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    results = json.loads(done.stdout)
-    for run in ("full", "killed"):
-        assert (results[run]["duplicates"], results[run]["missed"], results[run]["wrong"]) == (
-            0,
-            0,
-            0,
-        )
-    assert results["killed"]["deliveries"] == 600
