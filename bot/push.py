@@ -91,7 +91,7 @@ class PushOptions:
     """A longer `retry_after` defers the users to the next push instead of waiting."""
     resend_window: float = 20 * 3600.0
     """How old a pending batch an idempotent sender may still get again (WeChat: < 24 h)."""
-    page_size: int = 500
+    page_size: int = 2000
     """Subscribers read per ledger lookup."""
     lease_seconds: float = 60.0
     """The push lease lasts this long unless renewed (every third of it while pushing)."""
