@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import resource
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -79,7 +81,7 @@ async def kills(
     args: argparse.Namespace, folder: Path, order: list[str], titles: dict[str, str]
 ) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    world = PushWorld(folder, telegram_rate=args.telegram_rate)
+    world = PushWorld(folder, telegram_rate=args.telegram_rate, threaded=True)
     await world.start()
     try:
         wechat_users = [openid(n) for n in range(args.wechat)]
@@ -109,7 +111,7 @@ async def kills(
             async def on_wechat(call: Any, moment: str = moment) -> None:
                 body = call.body
                 if moment.startswith("during") and len(body.get("touser", [])) == 2:
-                    world.kill_now.set()
+                    world.signal_kill()
                     await asyncio.sleep(0.3)  # the kill lands while WeChat is sending
 
             async def on_telegram(
@@ -119,15 +121,15 @@ async def kills(
                     return
                 counting["telegram"] += 1
                 if moment == "Telegram queued" and counting["telegram"] == args.telegram // 4:
-                    world.kill_now.set()
+                    world.signal_kill()
 
             world.wechat.on_call = on_wechat
             world.telegram.on_call = on_telegram
             if moment == "at random":
                 delay = rng.uniform(0.5, 2.5)
-                asyncio.get_running_loop().call_later(delay, world.kill_now.set)
+                asyncio.get_running_loop().call_later(delay, world.signal_kill)
             run = await world.push(kill=True)
-            runs.append(describe(moment, run))
+            runs.append({**describe(moment, run), "in_flight": in_flight(world)})
         world.wechat.on_call = world.telegram.on_call = None
         if runs[-1].get("killed"):
             final = await world.push()
@@ -163,6 +165,23 @@ async def kills(
         return results
     finally:
         await world.stop()
+
+
+def in_flight(world: PushWorld) -> dict[str, list[int]]:
+    """Per channel, deliveries the killed push left pending: [rows, of which received]."""
+    with contextlib.closing(sqlite3.connect(world.database)) as db:
+        rows = db.execute(
+            "SELECT channel, user_id FROM push_deliveries WHERE status = 'pending'"
+        ).fetchall()
+    received = {
+        "wechat": world.wechat.received,
+        "telegram": {str(c): t for c, t in world.telegram.received.items()},
+    }
+    found: dict[str, list[int]] = {"wechat": [0, 0], "telegram": [0, 0]}
+    for channel, user in rows:
+        found[channel][0] += 1
+        found[channel][1] += bool(received[channel].get(user))
+    return found
 
 
 def titles_case(text: str, titles: dict[str, str]) -> str:
@@ -224,6 +243,12 @@ def report(results: dict[str, Any], kills_made: int) -> bool:
             continue
         state = "SIGKILL" if run["killed"] else f"exit {run['returncode']}"
         print(f"  {run['moment']:<32} {state:<8} {run['seconds']:6.1f} s")
+        if "in_flight" in run:
+            flight = run["in_flight"]
+            print(
+                "      left in flight: "
+                + ", ".join(f"{c} {n} ({got} of them received)" for c, (n, got) in flight.items())
+            )
         for channel in ("wechat", "telegram"):
             if run[channel]:
                 print(f"      {run[channel]}")

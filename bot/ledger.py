@@ -81,6 +81,14 @@ _SETTLE = """
 UPDATE push_deliveries SET status = ?, detail = ?, attempts = ?, updated_at = ?
 WHERE channel = ? AND user_id = ? AND case_id = ? AND batch_key = ? AND status = 'pending'
 """
+CHUNK_ROWS = 1000
+"""A large write (a 10,000-openid WeChat batch) goes in chunks of this many rows ..."""
+WAVE_ROWS = 2000
+"""... and a wave takes at most about this many rows of large writes, after every small one
+(a Telegram claim): a message claimed just before its HTTP call is not held up behind a big
+batch, so little is claimed and unsent when a crash comes."""
+SMALL_ROWS = 50
+
 _FENCE = "UPDATE push_lease SET expires_at = MAX(expires_at, ?) WHERE name = ? AND owner = ?"
 
 
@@ -295,8 +303,20 @@ class SqlitePushStore:
         round_id: int | None,
     ) -> list[str]:
         now = self.clock()
-        rows = [(channel, u, case_id, batch_key, round_id, now) for u in user_ids]
-        return await self._submit(_CLAIM, rows, claim=(channel, batch_key), users=list(user_ids))
+        users = list(user_ids)
+        owned: set[str] = set()
+        futures = [
+            self._enqueue(
+                _CLAIM,
+                [(channel, u, case_id, batch_key, round_id, now) for u in chunk],
+                claim=(channel, batch_key),
+                users=chunk,
+            )
+            for chunk in _chunks(users)
+        ]
+        for found in await asyncio.gather(*futures):
+            owned.update(found)
+        return [u for u in users if u in owned]
 
     async def rekey(
         self, channel: str, case_id: str, user_ids: Sequence[str], batch_key: str, attempt: int
@@ -319,8 +339,8 @@ class SqlitePushStore:
             (status, detail, attempts, now, channel, user_id, case_id, batch_key)
             for user_id, status, detail in outcomes
         ]
-        if rows:
-            await self._submit(_SETTLE, rows)
+        # Queued now, before any await: written even if the caller is cancelled meanwhile.
+        await asyncio.gather(*(self._enqueue(_SETTLE, chunk) for chunk in _chunks(rows)))
 
     async def release(
         self, channel: str, case_id: str, user_ids: Sequence[str], batch_key: str
@@ -335,19 +355,24 @@ class SqlitePushStore:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._flusher)
 
-    async def _submit(
+    async def _submit(self, sql: str, rows: list[tuple[Any, ...]]) -> list[str]:
+        return await self._enqueue(sql, rows)
+
+    def _enqueue(
         self,
         sql: str,
         rows: list[tuple[Any, ...]],
         *,
         claim: tuple[str, str] | None = None,
         users: list[str] | None = None,
-    ) -> list[str]:
+    ) -> asyncio.Future[list[str]]:
+        """Queue a write (applied even if its caller stops waiting); its future resolves once
+        it is committed."""
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Write(sql, rows, future, claim, users or []))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await future
+        return future
 
     async def _transaction(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """One short write transaction, fenced by the lease when one was taken. IMMEDIATE takes
@@ -374,7 +399,7 @@ class SqlitePushStore:
     async def _flush(self) -> None:
         # While one wave is being written, the next one queues up behind it.
         while self._queue:
-            wave, self._queue = self._queue, []
+            wave = self._next_wave()
             try:
                 owned = await self._transaction(lambda db, wave=wave: self._apply(db, wave))  # type: ignore[misc]
             except BaseException as exc:
@@ -394,6 +419,23 @@ class SqlitePushStore:
             for write, users in zip(wave, owned, strict=True):
                 if not write.future.done():
                     write.future.set_result(users)
+
+    def _next_wave(self) -> list[_Write]:
+        """Every small write queued, and large ones up to WAVE_ROWS (at least one). Callers
+        await a write before making one that depends on it, so the order may change."""
+        wave = [write for write in self._queue if len(write.rows) <= SMALL_ROWS]
+        rest: list[_Write] = []
+        budget = WAVE_ROWS
+        for write in self._queue:
+            if len(write.rows) <= SMALL_ROWS:
+                continue
+            if budget > 0:
+                wave.append(write)
+                budget -= len(write.rows)
+            else:
+                rest.append(write)
+        self._queue = rest
+        return wave
 
     async def _apply(self, db: aiosqlite.Connection, wave: list[_Write]) -> list[list[str]]:
         owned: list[list[str]] = [write.users for write in wave]
@@ -417,3 +459,7 @@ class SqlitePushStore:
                     owned[index] = [str(row[0]) for row in found]
             start = end
         return owned
+
+
+def _chunks(rows: list[T]) -> list[list[T]]:
+    return [rows[start : start + CHUNK_ROWS] for start in range(0, len(rows), CHUNK_ROWS)]

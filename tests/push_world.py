@@ -11,11 +11,13 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fake_telegram_api import TOKEN, FakeTelegramAPI
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI
@@ -53,21 +55,47 @@ class Tally:
 class PushWorld:
     folder: Path
     telegram_rate: float = 200.0
+    threaded: bool = False
+    """Run each fake on its own thread and event loop, as separate servers would be: one
+    fake busy with a 10,000-openid body does not leave the other's requests unread."""
     wechat: FakeWeChatAPI = field(default_factory=FakeWeChatAPI)
     telegram: FakeTelegramAPI = field(default_factory=FakeTelegramAPI)
     kill_now: asyncio.Event = field(default_factory=asyncio.Event)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _threads: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = field(default_factory=list)
 
     @property
     def database(self) -> Path:
         return self.folder / "infoguard.sqlite3"
 
     async def start(self) -> None:
-        await self.wechat.start()
-        await self.telegram.start()
+        self._loop = asyncio.get_running_loop()
+        await self._on_own_loop(self.wechat.start())
+        await self._on_own_loop(self.telegram.start())
 
     async def stop(self) -> None:
-        await self.wechat.close()
-        await self.telegram.stop()
+        await self._on_own_loop(self.wechat.close(), reuse=0)
+        await self._on_own_loop(self.telegram.stop(), reuse=1)
+        for loop, thread in self._threads:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+
+    def signal_kill(self) -> None:
+        """Ask for the kill; callable from a fake's hook on any thread."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.kill_now.set)
+
+    async def _on_own_loop(self, work: Coroutine[Any, Any, Any], reuse: int | None = None) -> Any:
+        if not self.threaded:
+            return await work
+        if reuse is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, daemon=True)
+            thread.start()
+            self._threads.append((loop, thread))
+        else:
+            loop = self._threads[reuse][0]
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, loop))
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "TELEGRAM_"))}
@@ -149,8 +177,6 @@ def _in_loop() -> bool:
 
 
 def _run_in_thread(factory: Callable[[], object]) -> None:
-    import threading
-
     thread = threading.Thread(target=lambda: asyncio.run(factory()))  # type: ignore[arg-type]
     thread.start()
     thread.join()
