@@ -129,6 +129,7 @@ async def kills(
                 delay = rng.uniform(0.5, 2.5)
                 asyncio.get_running_loop().call_later(delay, world.signal_kill)
             run = await world.push(kill=True)
+            await asyncio.sleep(0.5)  # what was on the wire reaches the fakes' books
             runs.append({**describe(moment, run), "in_flight": in_flight(world)})
         world.wechat.on_call = world.telegram.on_call = None
         if runs[-1].get("killed"):
