@@ -434,3 +434,29 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
     assert other.delivered == []
     await run_scheduler(other, until=now[0] + 0.2 * day)  # day 2 came: the next case
     assert sorted(other.delivered) == [(u, "case_c") for u in users]
+
+
+async def test_a_second_scheduler_waits_while_another_process_pushes(tmp_path: Path) -> None:
+    database = tmp_path / "shared.sqlite3"
+    mine, theirs = await SqliteStorage.open(database), await SqliteStorage.open(database)
+    try:
+        await subscribe(mine, 2)
+        owner = await SqlitePushStore.open(mine)
+        assert await owner.take_lease("elsewhere:1/9/abcd", 600.0)  # a live process elsewhere
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            raise asyncio.CancelledError
+
+        sender = FakeSender()
+        with pytest.raises(asyncio.CancelledError):
+            await run_scheduled_push(
+                await SqlitePushStore.open(theirs), CARDS, [sender], interval_days=1.0, sleep=sleep
+            )
+        assert sender.calls == [] and waits == [300.0]
+        # It did not take the period either: the owner's push of it is not lost.
+        assert await owner.claim_period("cases", 86400.0)
+    finally:
+        await mine.close()
+        await theirs.close()

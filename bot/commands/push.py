@@ -21,16 +21,18 @@ from bot.schedule import run_scheduled_push
 from bot.sender import Claim, Result, Sender
 from bot.storage import SqliteStorage
 
+_BATCH_SIZES = {"wechat": (2, 10_000)}
+"""(min_batch, max_batch) of channels that batch, so a dry run counts lone recipients held."""
+
 
 class _PlanOnly:
     """Stands for a channel in a dry run: nothing is ever sent through it."""
 
-    min_batch = 1
-    max_batch = 1
     idempotent = False
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
+        self.min_batch, self.max_batch = _BATCH_SIZES.get(channel, (1, 1))
 
     async def send(
         self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
@@ -145,9 +147,10 @@ def _summary(report: PushReport, out: TextIO | None = None) -> None:
 
 def _counts(counts: PushCounts, dry_run: bool) -> str:
     if dry_run:
+        held = f", held (alone on their case) {counts.held}" if counts.held else ""
         return (
             f"would send {counts.sent}, skipped {counts.skipped} of {counts.total} subscribers, "
-            f"in flight from an interrupted push {counts.in_flight}"
+            f"in flight from an interrupted push {counts.in_flight}{held}"
         )
     text = (
         f"sent {counts.sent}, skipped {counts.skipped}, unreachable {counts.unreachable}, "
