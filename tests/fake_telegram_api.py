@@ -73,7 +73,8 @@ class FakeTelegramAPI:
     received: dict[int, list[str]] = field(default_factory=dict)
     """Per chat id, the text of every message delivered to it (sendMessage answered ok)."""
     on_call: Callable[[Call], Awaitable[None]] | None = None
-    """Awaited with each recorded call before it is answered (e.g. to kill the client then)."""
+    """Awaited with each call once it was carried out, before it is answered (e.g. to kill
+    the client then: the message went out, the answer is lost)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
@@ -182,8 +183,13 @@ class FakeTelegramAPI:
             return web.json_response(error(401, "Unauthorized")[1], status=401)
         call = Call(method, params, time.monotonic())
         self.calls.append(call)
+        answer = await self._carry_out(call, request)
         if self.on_call is not None:
             await self.on_call(call)
+        return answer
+
+    async def _carry_out(self, call: Call, request: web.Request) -> web.Response:
+        params, method = call.params, call.method
         if params.get("chat_id") in self.delays:
             await asyncio.sleep(self.delays[params["chat_id"]])
         queued = self.failures.get(params.get("chat_id"))  # type: ignore[arg-type]

@@ -3,7 +3,8 @@ stable_token and token, customer service send, mass send by openid list (2-10,00
 clientmsgid seen before is refused with 45065 and the first msg_id, and nothing is sent), menu
 creation, each checked the way WeChat checks it, with faults to inject (an errcode, an HTTP
 status, a delay), once or on every call, a mass-send quota (45028 when used up), a hook
-called with each request before it is answered, and what each follower received."""
+called with each request after it was carried out and before it is answered, and what each
+follower received."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class FakeWeChatAPI:
     them (nothing is delivered)."""
     """Mass sends still accepted before 45028 (no quota left); None: unlimited."""
     on_call: Callable[[Call], Awaitable[None]] | None = None
-    """Awaited with each recorded call before it is answered (e.g. to kill the client then)."""
+    """Awaited with each call once it was carried out, before it is answered (e.g. to kill
+    the client then: the message went out, the answer is lost)."""
     _once: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Fault] = field(default_factory=dict)
     _server: TestServer | None = None
@@ -109,8 +111,14 @@ class FakeWeChatAPI:
             return _answer(47001, "data format error")
         call = Call(path, request.query.get("access_token"), body)
         self.calls.append(call)
+        answer = await self._carry_out(request, path, raw, body)
         if self.on_call is not None:
             await self.on_call(call)
+        return answer
+
+    async def _carry_out(
+        self, request: web.Request, path: str, raw: bytes, body: dict[str, Any]
+    ) -> web.Response:
         fault = self._once[path].popleft() if self._once[path] else self._always.get(path)
         if fault is not None:
             if fault.delay:
