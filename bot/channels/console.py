@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bot.engine import Engine
 from bot.models import CaseCard, IncomingMessage
 from bot.replies import render_plain
 from bot.sender import Claim, Result, Status
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
 
 CHANNEL = "console"
 PROMPT = "您> "

@@ -35,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.config import Settings
 from bot.models import CaseCard
 from bot.sender import Claim, Result, Status
 from bot.storage import Storage
@@ -379,3 +380,19 @@ def _mass_result(error: WeChatAPIError) -> Result:
     if error.errcode in (NO_MASS_QUOTA, 45009):
         return Result(Status.DEFERRED, detail=error.kind)
     return result_for(error)
+
+
+def build_sender(settings: Settings, storage: Storage) -> WeChatSender | None:
+    """The WeChat push sender, or None when WECHAT_APP_ID/WECHAT_SECRET are not set."""
+    if not (settings.wechat_app_id and settings.wechat_secret):
+        return None
+
+    def new_api() -> WeChatAPI:
+        return WeChatAPI(
+            settings.wechat_app_id,
+            settings.wechat_secret,
+            storage,
+            base_url=settings.wechat_api_base,
+        )
+
+    return WeChatSender(new_api, storage)
