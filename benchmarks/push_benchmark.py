@@ -126,7 +126,7 @@ async def kills(
             world.wechat.on_call = on_wechat
             world.telegram.on_call = on_telegram
             if moment == "at random":
-                delay = rng.uniform(0.5, 2.5)
+                delay = rng.uniform(2.0, 5.0)  # after start-up, during the push
                 asyncio.get_running_loop().call_later(delay, world.signal_kill)
             run = await world.push(kill=True)
             await asyncio.sleep(0.5)  # what was on the wire reaches the fakes' books

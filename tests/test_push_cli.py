@@ -191,3 +191,24 @@ def test_the_bundled_entry_point_runs(tmp_path: Path, workspace: list[str]) -> N
     )
     assert done.returncode == 0, done.stderr
     assert "console: would send 0" in done.stdout
+
+
+def test_a_push_while_another_process_pushes_sends_nothing_and_says_so(
+    workspace: list[str],
+    sender: RecordingSender,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subscribe(database(tmp_path), CHANNEL, "a", "b")
+
+    async def held_elsewhere() -> None:
+        storage = await SqliteStorage.open(database(tmp_path))
+        store = await SqlitePushStore.open(storage)
+        assert await store.take_lease("elsewhere:1/77/beef", 600.0)
+        await storage.close()
+
+    asyncio.run(held_elsewhere())
+    assert main([*workspace, "push", "--channel", CHANNEL]) == 1
+    assert "another process is pushing (elsewhere:1/77/beef)" in capsys.readouterr().out
+    assert sender.delivered == []
+    assert deliveries_recorded(database(tmp_path)) == 0
