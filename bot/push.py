@@ -363,6 +363,13 @@ class _ChannelPush:
             # The round this channel has not finished; None: done with it, or no round open.
             self.round_id = await self.store.current_round(self.channel)
             if self.round_id is None or (round_id is not None and self.round_id != round_id):
+                if round_id is not None:
+                    _LOGGER.warning(
+                        "push %s: done with round %d already; the round goes on on other "
+                        "channels (push them to finish it)",
+                        self.channel,
+                        round_id,
+                    )
                 return
         await self._pool(self._planned(case_id))
         if self.round_id is not None:

@@ -20,6 +20,15 @@ A store holds, per channel:
   that it still holds it, and raises `LeaseLost` otherwise.
 
 Writes may be batched ("group commit"), but each call returns only once its write is durable.
+
+On a server database (e.g. PostgreSQL) the same contract maps onto plain SQL: a claim is
+`INSERT ... SELECT ... WHERE EXISTS (subscriber) ON CONFLICT DO NOTHING RETURNING user_id`; the
+fence is `UPDATE push_lease SET expires_at = ... WHERE name = 'push' AND owner = $1` as the
+first statement of each write transaction (zero rows: roll back, raise LeaseLost);
+`take_lease` is one `INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE expires_at <= now() OR
+owner IN ($1, $2)`; `open_round` runs under the lease, so it needs no lock of its own. The
+tests in tests/test_push.py and tests/test_push_http.py take a store and can be run against
+another implementation.
 """
 
 from __future__ import annotations
