@@ -27,8 +27,8 @@ fence is `UPDATE push_lease SET expires_at = ... WHERE name = 'push' AND owner =
 first statement of each write transaction (zero rows: roll back, raise LeaseLost);
 `take_lease` is one `INSERT ... ON CONFLICT (name) DO UPDATE ... WHERE expires_at <= now() OR
 owner IN ($1, $2)`; `open_round` runs under the lease, so it needs no lock of its own. The
-tests in tests/test_push.py and tests/test_push_http.py take a store and can be run against
-another implementation.
+engine's tests (tests/test_push.py, tests/test_push_http.py) build `SqlitePushStore` where
+they need a store; building another implementation there runs them against it.
 """
 
 from __future__ import annotations
