@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.content import Content, load_content
-from bot.engine import Engine
 from bot.storage import SqliteStorage
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
 
 
 def load(settings: Settings) -> Content:
@@ -22,6 +25,8 @@ async def running_engine(
     settings: Settings, *, database: str | Path | None = None
 ) -> AsyncIterator[Engine]:
     """An engine on the configured content and storage, closed on exit."""
+    from bot.engine import Engine  # here: commands that do not converse skip the matcher
+
     content = load(settings)
     storage = await SqliteStorage.open(database if database is not None else settings.database)
     try:

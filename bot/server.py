@@ -23,6 +23,7 @@ from bot.channels.wechat import add_wechat
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ConfigError
+from bot.ledger import SqlitePushStore
 from bot.pages import add_case_pages
 from bot.push import push_order
 from bot.runtime import running_engine
@@ -121,8 +122,9 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
             return
         cards = push_order(engine.content, settings.case_url)
         try:
+            store = await SqlitePushStore.open(storage)
             await run_scheduled_push(
-                storage, cards, senders, interval_days=settings.push_interval_days
+                store, cards, senders, interval_days=settings.push_interval_days
             )
         finally:
             for sender in senders:

@@ -66,3 +66,10 @@ def test_only_the_matching_package_uses_the_encoder_and_learning_libraries() -> 
 @pytest.mark.parametrize("path", sorted(BOT.rglob("*.py")), ids=lambda p: str(p.relative_to(BOT)))
 def test_every_module_says_what_it_owns(path: Path) -> None:
     assert ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))), path
+
+
+@pytest.mark.parametrize("name", ["push.py", "schedule.py"])
+def test_the_push_engine_reaches_storage_only_through_its_protocol(name: str) -> None:
+    imports = imported_modules(BOT / name)
+    assert "bot.push_store" in imports or name == "schedule.py"
+    assert not imports & {"bot.storage", "bot.ledger", "aiosqlite", "sqlite3"}, imports

@@ -5,9 +5,6 @@ scheduled push. Senders are fakes that record what they really delivered."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -15,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from bot.errors import InfoGuardError
-from bot.ledger import FAILED, SENT, UNCERTAIN, Ledger
+from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
 from bot.push import PushEngine, PushOptions, PushReport
+from bot.push_store import FAILED, SENT, UNCERTAIN
 from bot.schedule import run_scheduled_push
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
 from bot.storage import SqliteStorage
 
-ROOT = Path(__file__).resolve().parent.parent
 CHANNEL = "fake"
 CARDS = [
     CaseCard("case_a", "案例甲", "摘要甲", "https://bot.example/cases/case_a"),
@@ -51,6 +48,7 @@ class FakeSender:
         deliver_before_crash: bool = True,
     ) -> None:
         self.channel = CHANNEL
+        self.min_batch = 1
         self.max_batch = max_batch
         self.idempotent = idempotent
         self.latency = latency
@@ -64,8 +62,9 @@ class FakeSender:
         self.max_in_flight = 0
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
+        recipients = await claim(recipients)
         self.calls.append((card.case_id, tuple(recipients), batch_key))
         number = len(self.calls)
         self.in_flight += 1
@@ -120,8 +119,8 @@ async def push(
         if sleeps is not None:
             sleeps.append(seconds)
 
-    ledger = await Ledger.open(storage)
-    engine = PushEngine(storage, ledger, CARDS, options=options, sleep=sleep)
+    store = await SqlitePushStore.open(storage)
+    engine = PushEngine(store, CARDS, options=options, sleep=sleep)
     return await engine.push([sender], case_id=case_id, new_round=new_round)
 
 
@@ -136,7 +135,7 @@ async def test_push_delivers_once_and_a_rerun_sends_nothing(storage: SqliteStora
     again = await push(storage, sender, case_id="case_b")
     assert len(sender.delivered) == 7
     assert (again.totals.sent, again.totals.skipped) == (0, 7)
-    assert await Ledger(storage).status(CHANNEL, users[0], "case_b") == SENT
+    assert await SqlitePushStore(storage).status(CHANNEL, users[0], "case_b") == SENT
 
 
 async def test_unknown_case_is_refused(storage: SqliteStorage) -> None:
@@ -190,7 +189,7 @@ async def test_crash_with_non_idempotent_sender_reports_uncertain(storage: Sqlit
     uncertain = report.totals.uncertain
     assert 1 <= uncertain <= 3  # at most the batches in flight
     assert len(delivered) + uncertain == len(users)
-    statuses = [await Ledger(storage).status(CHANNEL, u, "case_a") for u in users]
+    statuses = [await SqlitePushStore(storage).status(CHANNEL, u, "case_a") for u in users]
     assert statuses.count(UNCERTAIN) == uncertain
     assert (await push(storage, sender, case_id="case_a")).totals.sent == 0
 
@@ -199,7 +198,7 @@ async def test_pending_batch_older_than_the_resend_window_is_not_resent(
     storage: SqliteStorage,
 ) -> None:
     users = await subscribe(storage, 3)
-    ledger = await Ledger.open(storage)
+    ledger = await SqlitePushStore.open(storage)
     ledger.clock = lambda: 1000.0
     await ledger.claim(CHANNEL, "case_a", users, "old-batch", None)
     sender = FakeSender()
@@ -217,13 +216,13 @@ async def test_unreachable_user_is_recorded_and_forgotten(storage: SqliteStorage
     assert report.totals.sent == 2
     assert not await storage.is_subscribed(CHANNEL, users[1])
     assert await storage.get_session(CHANNEL, users[1]) is None
-    assert await Ledger(storage).status(CHANNEL, users[1], "case_a") is None
+    assert await SqlitePushStore(storage).status(CHANNEL, users[1], "case_a") is None
     assert (await push(storage, sender, case_id="case_a")).totals.total == 2
 
 
 async def test_unreachable_left_by_a_crash_is_forgotten_next_time(storage: SqliteStorage) -> None:
     users = await subscribe(storage, 2)
-    ledger = await Ledger.open(storage)
+    ledger = await SqlitePushStore.open(storage)
     assert await ledger.claim(CHANNEL, "case_a", users[:1], "k1", None) == users[:1]
     await ledger.settle(CHANNEL, "case_a", "k1", [(users[0], "unreachable", "blocked")], 1)
     await push(storage, FakeSender(), case_id="case_b")
@@ -269,7 +268,7 @@ async def test_a_long_retry_after_defers_to_the_next_push(storage: SqliteStorage
     report = await push(storage, sender, case_id="case_a", sleeps=sleeps)
     assert (report.totals.sent, report.totals.deferred) == (2, 1)
     assert sleeps == []  # neither this worker nor the others waited six hours
-    assert await Ledger(storage).status(CHANNEL, users[2], "case_a") is None
+    assert await SqlitePushStore(storage).status(CHANNEL, users[2], "case_a") is None
     again = await push(storage, sender, case_id="case_a")
     assert (again.totals.sent, again.totals.skipped) == (1, 2)
     assert sorted(sender.delivered) == [(u, "case_a") for u in users]
@@ -282,7 +281,7 @@ async def test_a_configuration_error_stops_the_push_and_releases_the_batch(
 
     class Misconfigured(FakeSender):
         async def send(
-            self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+            self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
         ) -> dict[str, Result]:
             raise InfoGuardError("the token was rejected")
 
@@ -306,8 +305,8 @@ async def test_a_cancelled_push_releases_what_it_had_not_sent(
         backing_off.set()
         await asyncio.Event().wait()
 
-    ledger = await Ledger.open(storage)
-    engine = PushEngine(storage, ledger, CARDS, options=FAST, sleep=endless_backoff)
+    ledger = await SqlitePushStore.open(storage)
+    engine = PushEngine(ledger, CARDS, options=FAST, sleep=endless_backoff)
     task = asyncio.create_task(engine.push([sender], case_id="case_a"))
     await backing_off.wait()
     task.cancel()  # Ctrl-C while waiting to retry
@@ -334,7 +333,7 @@ async def test_failed_and_exhausted_retries_are_recorded_not_resent(
     options = PushOptions(max_attempts=3, backoff_base=0.0)
     report = await push(storage, sender, case_id="case_a", options=options)
     assert (report.totals.sent, report.totals.failed) == (1, 2)
-    ledger = Ledger(storage)
+    ledger = SqlitePushStore(storage)
     assert await ledger.status(CHANNEL, users[0], "case_a") == FAILED
     assert await ledger.status(CHANNEL, users[1], "case_a") == FAILED
     assert sum(1 for _, r, _ in sender.calls if r == (users[1],)) == 3
@@ -347,12 +346,12 @@ async def test_sender_error_is_retried_when_idempotent(storage: SqliteStorage) -
 
     class Broken(FakeSender):
         async def send(
-            self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+            self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
         ) -> dict[str, Result]:
             if not self.calls:
                 self.calls.append((card.case_id, tuple(recipients), batch_key))
                 raise ConnectionError("reset")
-            return await super().send(card, recipients, batch_key=batch_key)
+            return await super().send(card, recipients, batch_key=batch_key, claim=claim)
 
     sender = Broken(max_batch=2)
     report = await push(storage, sender, case_id="case_a")
@@ -372,7 +371,7 @@ async def test_unsubscribe_deletes_ledger_rows(storage: SqliteStorage) -> None:
     assert await storage.forget_user(CHANNEL, "nobody") is False  # works before any push
     users = await subscribe(storage, 2)
     await push(storage, FakeSender(), case_id="case_a")
-    ledger = Ledger(storage)
+    ledger = SqlitePushStore(storage)
     assert await ledger.status(CHANNEL, users[0], "case_a") == SENT
     assert await storage.forget_user(CHANNEL, users[0]) is True
     assert await ledger.status(CHANNEL, users[0], "case_a") is None
@@ -382,8 +381,8 @@ async def test_unsubscribe_deletes_ledger_rows(storage: SqliteStorage) -> None:
 async def test_dry_run_counts_and_writes_nothing(storage: SqliteStorage) -> None:
     await subscribe(storage, 4)
     sender = FakeSender()
-    ledger = await Ledger.open(storage)
-    engine = PushEngine(storage, ledger, CARDS)
+    ledger = await SqlitePushStore.open(storage)
+    engine = PushEngine(ledger, CARDS)
     report = await engine.push([sender], dry_run=True)
     assert (report.totals.sent, report.dry_run) == (4, True)
     assert sender.calls == []
@@ -394,9 +393,8 @@ async def test_dry_run_counts_and_writes_nothing(storage: SqliteStorage) -> None
 async def test_progress_reaches_the_total(storage: SqliteStorage) -> None:
     await subscribe(storage, 9)
     seen: list[tuple[int, int]] = []
-    ledger = await Ledger.open(storage)
+    ledger = await SqlitePushStore.open(storage)
     engine = PushEngine(
-        storage,
         ledger,
         CARDS,
         options=PushOptions(concurrency=2, page_size=4),
@@ -422,9 +420,8 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
                 raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            await run_scheduled_push(
-                storage, CARDS, [sender], interval_days=1.0, sleep=sleep, clock=lambda: now[0]
-            )
+            store = await SqlitePushStore.open(storage, clock=lambda: now[0])
+            await run_scheduled_push(store, CARDS, [sender], interval_days=1.0, sleep=sleep)
 
     first = FakeSender()
     await run_scheduler(first, until=now[0] + 1.5 * day)  # pushes at day 0 and day 1
@@ -439,24 +436,27 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
     assert sorted(other.delivered) == [(u, "case_c") for u in users]
 
 
-def test_kill_9_and_resume_in_a_subprocess_delivers_exactly_once() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "push_benchmark.py"),
-            *("--subscribers", "600", "--kills", "2", "--concurrency", "16"),
-            *("--latency", "0.02", "--seed", "7", "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    results = json.loads(done.stdout)
-    for run in ("full", "killed"):
-        assert (results[run]["duplicates"], results[run]["missed"], results[run]["wrong"]) == (
-            0,
-            0,
-            0,
-        )
-    assert results["killed"]["deliveries"] == 600
+async def test_a_second_scheduler_waits_while_another_process_pushes(tmp_path: Path) -> None:
+    database = tmp_path / "shared.sqlite3"
+    mine, theirs = await SqliteStorage.open(database), await SqliteStorage.open(database)
+    try:
+        await subscribe(mine, 2)
+        owner = await SqlitePushStore.open(mine)
+        assert await owner.take_lease("elsewhere:1/9/abcd", 600.0)  # a live process elsewhere
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            raise asyncio.CancelledError
+
+        sender = FakeSender()
+        with pytest.raises(asyncio.CancelledError):
+            await run_scheduled_push(
+                await SqlitePushStore.open(theirs), CARDS, [sender], interval_days=1.0, sleep=sleep
+            )
+        assert sender.calls == [] and waits == [300.0]
+        # It did not take the period either: the owner's push of it is not lost.
+        assert await owner.claim_period("cases", 86400.0)
+    finally:
+        await mine.close()
+        await theirs.close()

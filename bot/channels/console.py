@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from bot.engine import Engine
 from bot.models import CaseCard, IncomingMessage
 from bot.replies import render_plain
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
+
+if TYPE_CHECKING:
+    from bot.engine import Engine
 
 CHANNEL = "console"
 PROMPT = "您> "
@@ -49,6 +51,7 @@ class ConsoleSender:
     """Prints each card on stdout: pushes to console subscribers, e.g. for a demonstration."""
 
     channel = "console"
+    min_batch = 1
     max_batch = 1
     idempotent = False
 
@@ -56,9 +59,10 @@ class ConsoleSender:
         self.out = out
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         out = self.out or sys.stdout
+        recipients = await claim(recipients)
         for _ in recipients:
             link = f"\n阅读全文：{card.url}" if card.url else ""
             out.write(f"【以案释法】{card.title}\n{card.summary}{link}\n\n")

@@ -29,7 +29,6 @@ from telegram import (
     Update,
 )
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     BaseUpdateProcessor,
@@ -45,12 +44,14 @@ from bot import replies as payloads
 from bot.channels.telegram_api import (
     CHANNEL,
     TOKEN_PREFIX,
+    ThrottledRateLimiter,
     api_urls,
     callback_data_for,
     close_bot,
     link_line,
     mask_chat,
     quiet_library_logs,
+    throttle_for,
     url_row,
 )
 from bot.channels.telegram_api import build_sender as build_sender  # the push CLI imports it here
@@ -270,15 +271,6 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 # --- application and lifecycle ------------------------------------------------------------
 
 
-def _rate_limiter() -> AIORateLimiter | None:
-    try:
-        # One retry after a 429 for replies; pushes pace themselves (TelegramSender).
-        return AIORateLimiter(max_retries=1)
-    except RuntimeError:  # the [rate-limiter] extra (aiolimiter) is not installed
-        _LOGGER.warning("aiolimiter is missing: Telegram replies are not rate limited")
-        return None
-
-
 def build_application(
     engine: Engine, settings: Settings, *, polling: bool
 ) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -288,9 +280,9 @@ def build_application(
     urls = api_urls(settings)
     if urls:
         builder = builder.base_url(urls["base_url"]).base_file_url(urls["base_file_url"])
-    limiter = _rate_limiter()
-    if limiter is not None:
-        builder = builder.rate_limiter(limiter)
+    # Replies share the bot's pace and flood holds with the push (one retry after a 429).
+    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate)
+    builder = builder.rate_limiter(ThrottledRateLimiter(throttle))
     builder = builder.concurrent_updates(PerChatUpdateProcessor())
     if not polling:
         builder = builder.updater(None)

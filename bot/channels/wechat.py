@@ -33,7 +33,8 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.messages import BaseMessage, UnknownMessage
 
 from bot import replies as payloads
-from bot.channels.wechat_api import WeChatAPI, WeChatAPIError, WeChatSender
+from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
+from bot.channels.wechat_api import build_sender as build_sender  # the push sender
 from bot.channels.wechat_xml import (
     BadRequest,
     NewsOut,
@@ -53,7 +54,6 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.models import IncomingMessage, Reply
-from bot.sender import Sender
 from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
@@ -338,13 +338,6 @@ def add_wechat(app: web.Application, engine: Engine, settings: Settings) -> None
     app.router.add_get(WEBHOOK_PATH, webhook.verify)
     app.router.add_post(WEBHOOK_PATH, webhook.receive)
     app.on_cleanup.append(webhook.close)
-
-
-def build_sender(settings: Settings, storage: Storage) -> Sender | None:
-    """The WeChat push sender, or None when WECHAT_APP_ID/WECHAT_SECRET are not set."""
-    if not (settings.wechat_app_id and settings.wechat_secret):
-        return None
-    return WeChatSender(lambda: _new_api(settings, storage), storage)
 
 
 def _api(settings: Settings, storage: Storage) -> WeChatAPI | None:
