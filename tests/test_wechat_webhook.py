@@ -607,6 +607,22 @@ async def test_hostile_encrypted_requests_are_refused(start_bot: BotFactory) -> 
     assert "验证码只给你自己用" in (await bot.reply(text_xml("验证码能告诉别人吗")))["Content"]
 
 
+async def test_safe_mode_refuses_an_unencrypted_push(start_bot: BotFactory) -> None:
+    """A downgrade: a captured, validly signed query string with a plain body of one's own."""
+    bot = await start_bot(wechat_aes_key=AES_KEY)
+    await bot.send(event_xml("CLICK", "#subscribe"))
+    storage = bot.engine.storage
+    assert await storage.is_subscribed("wechat", USER)
+    assert (await bot.post(event_xml("unsubscribe")))[0] == 403
+    assert (await bot.post(text_xml("验证码能告诉别人吗")))[0] == 403
+    assert (await bot.post(text_xml("hi"), {**signed(), "encrypt_type": "raw"}))[0] == 403
+    await bot.webhook.wait_idle()
+    assert await storage.is_subscribed("wechat", USER)
+    assert bot.fake.calls_to(SEND) == []
+    # The genuine, encrypted push still works, and so does compatible mode (both copies).
+    assert "验证码只给你自己用" in (await bot.reply(text_xml("验证码能告诉别人吗")))["Content"]
+
+
 async def test_encrypted_push_without_a_key_is_refused(start_bot: BotFactory) -> None:
     bot = await start_bot()
     query, body = encrypted_push(WeChatCrypto(TOKEN, AES_KEY, APP_ID), text_xml("hi"))
