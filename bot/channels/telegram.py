@@ -28,6 +28,7 @@ from telegram import (
     InlineKeyboardMarkup,
     Update,
 )
+from telegram.error import Forbidden
 from telegram.ext import (
     AIORateLimiter,
     Application,
@@ -203,13 +204,20 @@ class TelegramChannel:
         await self.send_replies(bot, chat_id, replies)
 
     async def send_replies(self, bot: Bot, chat_id: int, replies: Sequence[Reply]) -> None:
-        for reply in replies:
-            chunks = split_text(reply.text + link_line(reply.card.url if reply.card else None))
-            markup = await self.keyboard(reply)
-            for number, chunk in enumerate(chunks, 1):
-                # Plain text, no parse mode: content is plain, and nothing needs escaping.
-                last = number == len(chunks)
-                await bot.send_message(chat_id, chunk, reply_markup=markup if last else None)
+        """Send the replies in order; a 403 (the user blocked the bot, or deleted their
+        account) forgets the user, as a block seen in my_chat_member does, and stops."""
+        try:
+            for reply in replies:
+                card_url = reply.card.url if reply.card else None
+                chunks = split_text(reply.text + link_line(card_url))
+                markup = await self.keyboard(reply)
+                for number, chunk in enumerate(chunks, 1):
+                    # Plain text, no parse mode: content is plain, and nothing needs escaping.
+                    last = number == len(chunks)
+                    await bot.send_message(chat_id, chunk, reply_markup=markup if last else None)
+        except Forbidden:
+            await self.engine.storage.forget_user(CHANNEL, str(chat_id))
+            _LOGGER.info("telegram reply refused (403): user forgotten chat=%s", mask_chat(chat_id))
 
     async def keyboard(self, reply: Reply) -> InlineKeyboardMarkup | None:
         """One button per row: the labels are Chinese phrases, too long to sit side by side."""
