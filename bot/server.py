@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -49,12 +50,26 @@ def build_app(engine: Engine, settings: Settings) -> web.Application:
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log without query strings: WeChat puts the user's openid in the query."""
+    """Access log without query strings: WeChat puts the user's openid in the query. The path
+    is logged with control characters escaped: a decoded `%0a` would start a forged log line."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
-            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000
+            "%s %s %d %.1fms",
+            loggable(request.method),
+            loggable(request.path),
+            response.status,
+            time * 1000,
         )
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """`text` on one line: control characters (and the backslash) as escapes, cut at `limit`."""
+    text = text[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
