@@ -123,3 +123,55 @@ def test_wheel_ships_the_content(tmp_path: Path) -> None:
     assert "bot/_content/knowledge/_bot.yaml" in names
     assert "bot/_content/knowledge/_lexicon.yaml" in names
     assert any(n.startswith("bot/_content/cases_explained/") for n in names)
+
+
+# -- personal data through `ask --json` (issue 12, items 8-10) --------------------------------
+
+# As people type them; each must be warned about, and never come back in any form.
+TYPED_NUMBERS = {
+    "110101 19900307 8515": "110101199003078515",  # ID number in groups
+    "110101-19900307-8515": "110101199003078515",
+    "１３８１２３４５６７８": "13812345678",  # full-width digits
+    "138-1234-5678": "13812345678",
+    "139 1234 5678": "13912345678",
+    "11010519900307851X": "11010519900307851X",  # ends in X, check digit wrong
+    "6222021234567890123": "6222021234567890123",  # card-like, fails Luhn
+    "6222 0212 3456 7890 123": "6222021234567890123",
+}
+
+
+@pytest.fixture(scope="module")
+def personal_rows() -> tuple[list[dict[str, object]], str]:
+    questions = [f"我的号码是{typed}，验证码能告诉别人吗" for typed in TYPED_NUMBERS]
+    questions += [
+        "13812345678给我打电话，说我的快递丢了要赔钱",
+        "我的手机号13812345678泄露了怎么办",
+    ]
+    result = run("--debug", "ask", "--json", stdin="\n".join(questions) + "\n")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()], result.stderr
+
+
+def _every_form(digits: str) -> list[str]:
+    full_width = digits.translate({ord(c): 0xFF10 + int(c) for c in "0123456789"})
+    return [digits, full_width, digits[:6], digits[-8:]]
+
+
+def test_numbers_typed_any_way_are_warned_about(
+    personal_rows: tuple[list[dict[str, object]], str],
+) -> None:
+    rows, _ = personal_rows
+    for row, typed in zip(rows, TYPED_NUMBERS, strict=False):
+        assert "不要在聊天里发送" in str(row["answer"]), typed
+
+
+def test_numbers_are_neither_echoed_nor_logged(
+    personal_rows: tuple[list[dict[str, object]], str],
+) -> None:
+    rows, stderr = personal_rows
+    assert "answered channel=ask" in stderr  # the engine's log lines were captured
+    shown = "\n".join(str(r["answer"]) for r in rows)
+    for typed, digits in TYPED_NUMBERS.items():
+        for form in [typed, *_every_form(digits)]:
+            assert form not in shown, form
+            assert form not in stderr, form
