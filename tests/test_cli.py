@@ -32,7 +32,7 @@ def test_ask_json_contract_in_one_process(tmp_path: Path) -> None:
     result = run("ask", "--json", stdin="\n".join(questions) + "\n", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["question"] for r in rows] == questions
+    assert [r["question"] for r in rows] == [*questions[:2], "我身份证号[身份证号]被人冒用了"]
     for row in rows:
         assert set(row) == {"question", "answer", "entry", "score", "fallback"}
     assert rows[0]["entry"] == "verification_code" and rows[0]["fallback"] is False
@@ -175,3 +175,13 @@ def test_numbers_are_neither_echoed_nor_logged(
         for form in [typed, *_every_form(digits)]:
             assert form not in shown, form
             assert form not in stderr, form
+
+
+def test_ask_json_redacts_the_question(personal_rows: tuple[list[dict[str, object]], str]) -> None:
+    rows, _ = personal_rows
+    questions = "\n".join(str(r["question"]) for r in rows)
+    for typed, digits in TYPED_NUMBERS.items():
+        for form in [typed, *_every_form(digits)]:
+            assert form not in questions, form
+    assert rows[0]["question"] == "我的号码是[身份证号]，验证码能告诉别人吗"
+    assert "[手机号]给我打电话" in str(rows[-2]["question"])

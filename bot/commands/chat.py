@@ -10,6 +10,7 @@ import sys
 from bot.channels.console import chat
 from bot.config import Settings
 from bot.models import IncomingMessage
+from bot.pii import redact
 from bot.replies import render_plain
 from bot.runtime import running_engine
 
@@ -58,7 +59,8 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
                 answer = "\n\n".join(render_plain(outcome.replies))
                 if args.json:
                     row = {
-                        "question": question,
+                        # Redacted like everything else that leaves the engine's hands.
+                        "question": redact(question),
                         "answer": answer,
                         "entry": outcome.entry_id,
                         "score": round(outcome.score, 4),
