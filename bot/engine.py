@@ -16,7 +16,7 @@ from bot import replies as payloads
 from bot.content import Content
 from bot.matcher import OUT_OF_SCOPE, Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
-from bot.pii import find_personal_data, redact, strip_placeholders
+from bot.pii import find_personal_data, quoted_from_someone_else, redact, strip_placeholders
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
@@ -83,7 +83,10 @@ class Engine:
         session = stored or {}
         outcome = await self._route(message, text, session)
         if findings:
-            warning = Reply(self.content.texts.pii_warning)
+            # "13812345678给我打电话" quotes the scammer: "don't send your number" would not fit.
+            other = quoted_from_someone_else(message.text, findings)
+            texts = self.content.texts
+            warning = Reply(texts.pii_warning_other if other else texts.pii_warning)
             outcome = Outcome(
                 [*outcome.replies, warning], outcome.entry_id, outcome.score, outcome.fallback
             )

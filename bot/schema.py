@@ -119,6 +119,9 @@ class BotTexts(Strict):
     fallback: Text
     clarify: Text
     pii_warning: Text
+    pii_warning_other: Text
+    """The warning when the numbers are, by the words around them, someone else's (the
+    scammer's phone or account): no "don't send your number"."""
     related_heading: Text
     cases_heading: Text
     also_mentioned: Text

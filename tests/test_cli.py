@@ -185,3 +185,14 @@ def test_ask_json_redacts_the_question(personal_rows: tuple[list[dict[str, objec
             assert form not in questions, form
     assert rows[0]["question"] == "我的号码是[身份证号]，验证码能告诉别人吗"
     assert "[手机号]给我打电话" in str(rows[-2]["question"])
+
+
+def test_a_scammers_number_gets_a_warning_that_fits(
+    personal_rows: tuple[list[dict[str, object]], str],
+) -> None:
+    rows, _ = personal_rows
+    scammer, own = str(rows[-2]["answer"]), str(rows[-1]["answer"])
+    assert "不要在聊天里发送" not in scammer
+    assert "12321" in scammer and "96110" in scammer
+    assert "13812345678" not in scammer
+    assert "不要在聊天里发送" in own  # the writer's own number: the usual warning
