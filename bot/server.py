@@ -26,7 +26,7 @@ from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.pages import add_case_pages
 from bot.push import push_order
-from bot.runtime import running_engine
+from bot.runtime import open_storage, running_engine
 from bot.schedule import run_scheduled_push
 from bot.storage import SqliteStorage
 
@@ -148,7 +148,7 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_storage(settings.database)
     try:
         yield storage
     finally:

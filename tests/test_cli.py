@@ -196,3 +196,14 @@ def test_a_scammers_number_gets_a_warning_that_fits(
     assert "12321" in scammer and "96110" in scammer
     assert "13812345678" not in scammer
     assert "不要在聊天里发送" in own  # the writer's own number: the usual warning
+
+
+@pytest.mark.parametrize("command", ["chat", "push", "serve"])
+def test_a_database_that_cannot_be_opened_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    (tmp_path / "not-a-database.sqlite3").write_text("hello\n", encoding="utf-8")
+    for database in (tmp_path, "/proc/infoguard/db.sqlite3", tmp_path / "not-a-database.sqlite3"):
+        result = run("--database", str(database), command, stdin="你好\n")
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"infoguard: cannot open the database {database}: ")
