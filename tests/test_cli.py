@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -207,3 +212,58 @@ def test_a_database_that_cannot_be_opened_is_one_clear_line(tmp_path: Path, comm
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"infoguard: cannot open the database {database}: ")
+
+
+@pytest.mark.parametrize("command", ["chat", "ask"])
+def test_undecodable_bytes_on_stdin_are_replaced_and_reading_goes_on(
+    tmp_path: Path, mini_dirs: tuple[Path, Path], command: str
+) -> None:
+    gbk = "你好".encode("gbk")
+    stdin = b"\xff\xfe\n" + gbk + b"\n" + "验证码能告诉别人吗\n".encode()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONIOENCODING"}
+    content = ["--knowledge", str(mini_dirs[0]), "--cases", str(mini_dirs[1])]
+    database = ["--database", str(tmp_path / "db.sqlite3")]
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *content, *database, command],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert b"Traceback" not in result.stderr
+    assert "验证码只给你自己用".encode() in result.stdout  # the last line was answered
+
+
+def test_ctrl_c_at_the_prompt_ends_the_chat_at_once(tmp_path: Path) -> None:
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "--database", str(tmp_path / "db.sqlite3"), "chat"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+    )
+    os.close(terminal)
+    try:
+        seen = _read_until(controller, "您> ".encode())
+        assert "个人信息保护助手".encode() in seen
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does to the foreground process
+        assert proc.wait(timeout=10) == 130  # without waiting for another line
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        os.close(controller)
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {marker!r} within {timeout}s; got {seen!r}"
+        seen += os.read(fd, 4096)
+    return seen
