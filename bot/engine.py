@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot import replies as payloads
+from bot.choices import chosen_payload, no_such_choice
 from bot.content import Content
 from bot.matcher import OUT_OF_SCOPE, Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
@@ -21,7 +22,6 @@ from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
 from bot.storage import Storage
-from bot.text import display_clean
 
 _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
@@ -110,6 +110,10 @@ class Engine:
             return Outcome(self.guide.emergency(), "emergency", 1.0)
         if payload:
             return await self._on_payload(message, payload, session)
+        # A number that picks no option shown (the report guidance asks its own again).
+        unavailable = None if "flow" in session else self._no_such_choice(text, session)
+        if unavailable is not None:
+            return Outcome([unavailable], "no_such_choice", 1.0)
         if "flow" in session:
             step = self.guide.step(session["flow"], text)
             if not step.passthrough:
@@ -124,11 +128,10 @@ class Engine:
     def _payload_for(text: str, session: dict[str, Any]) -> str | None:
         if text.startswith("#"):
             return text
-        options = session.get("options") or []
-        choice = display_clean(text)
-        if choice.isdigit() and 1 <= int(choice) <= len(options):
-            return str(options[int(choice) - 1])
-        return None
+        return chosen_payload(text, session)
+
+    def _no_such_choice(self, text: str, session: dict[str, Any]) -> Reply | None:
+        return no_such_choice(text, session, self.content.texts.no_such_choice, self.content.menu)
 
     async def _on_payload(
         self, message: IncomingMessage, payload: str, session: dict[str, Any]
@@ -271,8 +274,10 @@ class Engine:
         options = [b.payload for r in replies for b in r.buttons]
         if options:
             session["options"] = options
+            session["labels"] = [b.label for r in replies for b in r.buttons]  # to show again
         elif "options" in session and "flow" not in session:
             session.pop("options")
+            session.pop("labels", None)
         if session:
             await self.storage.put_session(message.channel, message.user_id, session)
         elif had_session:

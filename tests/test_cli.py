@@ -267,3 +267,24 @@ def _read_until(fd: int, marker: bytes, timeout: float = 60.0) -> bytes:
         assert ready, f"no {marker!r} within {timeout}s; got {seen!r}"
         seen += os.read(fd, 4096)
     return seen
+
+
+def test_a_number_with_no_option_says_so_and_shows_the_options_again(
+    tmp_path: Path, mini_dirs: tuple[Path, Path]
+) -> None:
+    content = ["--knowledge", str(mini_dirs[0]), "--cases", str(mini_dirs[1])]
+    lines = ["3", "第二个", "6", "一"]
+    result = run(
+        *content, "--database", str(tmp_path / "db.sqlite3"), "chat", stdin="\n".join(lines) + "\n"
+    )
+    assert result.returncode == 0, result.stderr
+    fresh, cases, six, first = [b for b in result.stdout.split("助手> ") if b.strip()]
+    unavailable = "没有这个编号的选项"
+    # "3" before any options: not the 3.15 case, but the main menu.
+    assert unavailable in fresh and "【以案释法】" not in fresh
+    assert "1. 我要报案/求助" in fresh and "2. 典型案例" in fresh
+    # "第二个" picked the second menu line; "6" on a one-case page picks nothing.
+    assert "以案释法 · 典型案例" in cases and "1. 验证码也是个人信息" in cases
+    assert unavailable in six and "1. 验证码也是个人信息" in six and "【以案释法】" not in six
+    # Chinese numerals choose too, and the options shown again still count.
+    assert first.startswith("【以案释法】验证码也是个人信息")
