@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -288,3 +289,23 @@ def test_a_number_with_no_option_says_so_and_shows_the_options_again(
     assert unavailable in six and "1. 验证码也是个人信息" in six and "【以案释法】" not in six
     # Chinese numerals choose too, and the options shown again still count.
     assert first.startswith("【以案释法】验证码也是个人信息")
+
+
+def test_kb_check_reports_a_syntax_error_without_a_cascade(tmp_path: Path) -> None:
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(ROOT / "knowledge", knowledge)
+    # Many entries elsewhere refer to the scam entries: none of them is a problem.
+    scams = knowledge / "scams.yaml"
+    scams.write_text("entries: [\n" + scams.read_text(encoding="utf-8"), encoding="utf-8")
+    result = run("--knowledge", str(knowledge), "kb", "check")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("scams.yaml: -: -: YAML syntax error at line ")
+    assert lines[1:] == ["1 problem(s) found"], result.stderr
+
+    missing = tmp_path / "no-such-folder"
+    result = run("--knowledge", str(knowledge), "--cases", str(missing), "kb", "check")
+    assert f"{missing}: -: -: does not exist" in result.stderr.splitlines()
+    assert "no case with id" not in result.stderr
+    result = run("--knowledge", str(missing), "kb", "check")
+    assert result.stderr.splitlines() == [f"{missing}: -: -: does not exist", "1 problem(s) found"]
