@@ -18,6 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from bot.channels import telegram, wechat
 from bot.channels.registry import build_senders
 from bot.channels.telegram import add_telegram
 from bot.channels.wechat import add_wechat
@@ -43,10 +44,37 @@ MAX_BODY_BYTES = 64 * 1024
 
 def build_app(engine: Engine, settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/", _to_case_pages)
     add_case_pages(app, engine.content)
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
     return app
+
+
+async def _to_case_pages(request: web.Request) -> web.Response:
+    """The server's only public face is the case pages; relative, so a path prefix holds."""
+    raise web.HTTPFound("cases/")
+
+
+def startup_lines(settings: Settings) -> list[str]:
+    """What `infoguard serve` says before serving: each channel on or off, and why; the
+    schedule of pushes."""
+    days = settings.push_interval_days
+    pushing = [
+        name
+        for name, able in (
+            ("WeChat", settings.wechat_app_id and settings.wechat_secret),
+            ("Telegram", settings.telegram_token),
+        )
+        if able
+    ]
+    if days <= 0:
+        push = "scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0"
+    elif not pushing:
+        push = "scheduled push off: no channel to push on"
+    else:
+        push = f"scheduled push: every {days:g} days on {', '.join(pushing)}"
+    return [wechat.status(settings), telegram.status(settings), "case pages at /cases/", push]
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -96,6 +124,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             # collector's full passes, which otherwise stall every request now and then.
             gc.collect()
             gc.freeze()
+            for line in startup_lines(settings):
+                print(f"infoguard: {line}", file=sys.stderr)
             print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
             await stop.wait()
             print("infoguard: stopping", file=sys.stderr, flush=True)

@@ -24,6 +24,8 @@ import pytest
 import yarl
 from aiohttp.test_utils import TestServer
 from defusedxml.ElementTree import fromstring
+from fake_telegram_api import TOKEN as TELEGRAM_TOKEN
+from fake_telegram_api import FakeTelegramAPI
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI, Fault
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
@@ -715,3 +717,45 @@ async def test_access_log_lines_cannot_be_forged(
     assert not any(line.startswith(fake_line) for line in served.stderr.splitlines())
     assert not any(c in served.stderr for c in "\x00\x1b\r\u2028")
     assert "/cases/x\\n2026-01-01" in access[0] and "\\x00\\x1b" in access[0]
+
+
+async def test_serve_says_which_channels_are_off_and_why(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    async with (
+        serving(mini_dirs, tmp_path) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(served.url + "/", allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "cases/"
+        async with http.get(served.url + "/") as resp:
+            assert resp.status == 200 and resp.url.path == "/cases/"
+            assert "验证码也是个人信息" in await resp.text()
+    banner = "".join(served.banner)
+    assert "infoguard: WeChat off: WECHAT_TOKEN not set" in banner
+    assert "infoguard: Telegram off: TELEGRAM_TOKEN not set" in banner
+    assert "infoguard: scheduled push off: no channel to push on" in banner
+
+
+async def test_serve_says_which_channels_are_on_and_how(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    telegram = FakeTelegramAPI()
+    await telegram.start()
+    try:
+        env = {
+            "WECHAT_TOKEN": TOKEN,
+            "WECHAT_APP_ID": APP_ID,
+            "WECHAT_AES_KEY": AES_KEY,
+            "TELEGRAM_TOKEN": TELEGRAM_TOKEN,
+            "TELEGRAM_API_BASE": telegram.base_url,
+            "INFOGUARD_PUSH_INTERVAL_DAYS": "0",
+        }
+        async with serving(mini_dirs, tmp_path, **env) as served:
+            banner = "".join(served.banner)
+    finally:
+        await telegram.stop()
+    assert "infoguard: WeChat on: webhook at /wechat, safe mode; no customer-service" in banner
+    assert "WECHAT_APP_ID/WECHAT_SECRET not set" in banner
+    assert "infoguard: Telegram on: long polling" in banner
+    assert "infoguard: scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0" in banner

@@ -381,6 +381,15 @@ def webhook_handler(
     return receive
 
 
+def status(settings: Settings) -> str:
+    """One line for `infoguard serve`: whether the bot runs, and how, or why not."""
+    if not settings.telegram_token:
+        return "Telegram off: TELEGRAM_TOKEN not set"
+    if _checked_mode(settings) == "webhook":
+        return f"Telegram on: webhook at {webhook_url(settings)}"
+    return "Telegram on: long polling"
+
+
 def add_telegram(app: web.Application, engine: Engine, settings: Settings) -> None:
     """Register the Telegram webhook (or polling) lifecycle on `app` when configured."""
     if not settings.telegram_token:

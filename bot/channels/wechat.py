@@ -346,6 +346,17 @@ def add_wechat(app: web.Application, engine: Engine, settings: Settings) -> None
     app.on_cleanup.append(webhook.close)
 
 
+def status(settings: Settings) -> str:
+    """One line for `infoguard serve`: whether the webhook is on, in which mode, and why not."""
+    if not settings.wechat_token:
+        return "WeChat off: WECHAT_TOKEN not set"
+    mode = "safe mode" if settings.wechat_aes_key else "plaintext mode (no WECHAT_AES_KEY)"
+    line = f"WeChat on: webhook at {WEBHOOK_PATH}, {mode}"
+    if not (settings.wechat_app_id and settings.wechat_secret):
+        line += "; no customer-service messages or pushes: WECHAT_APP_ID/WECHAT_SECRET not set"
+    return line
+
+
 def build_sender(settings: Settings, storage: Storage) -> Sender | None:
     """The WeChat push sender, or None when WECHAT_APP_ID/WECHAT_SECRET are not set."""
     if not (settings.wechat_app_id and settings.wechat_secret):
