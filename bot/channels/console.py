@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TextIO
@@ -12,11 +11,11 @@ from bot.engine import Engine
 from bot.models import CaseCard, IncomingMessage, Reply
 from bot.replies import render_plain
 from bot.sender import Result, Status
+from bot.text import readable
 
 CHANNEL = "console"
 PROMPT = "您> "
 QUIT = {"/quit", "/exit", "exit", "quit"}
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def chat(
@@ -58,12 +57,6 @@ def chat(
             stdout.write("\n")  # the shell's prompt starts on a line of its own
             stdout.flush()
         raise
-
-
-def readable(text: str) -> str:
-    """`text` with every lone surrogate (an undecodable byte kept by surrogateescape, or a
-    stray half of a pair) as U+FFFD: the matcher's converters cannot encode those."""
-    return _SURROGATE.sub("\ufffd", text)
 
 
 def tolerate_bad_bytes(stream: TextIO) -> None:

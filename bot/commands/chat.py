@@ -7,12 +7,13 @@ import asyncio
 import json
 import sys
 
-from bot.channels.console import chat, readable, tolerate_bad_bytes
+from bot.channels.console import chat, tolerate_bad_bytes
 from bot.config import Settings
 from bot.models import IncomingMessage
 from bot.pii import redact
 from bot.replies import render_plain
 from bot.runtime import running_engine
+from bot.text import readable
 
 ASK_CHANNEL = "ask"
 
