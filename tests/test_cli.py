@@ -6,7 +6,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -205,10 +204,16 @@ def test_a_scammers_number_gets_a_warning_that_fits(
 
 
 @pytest.mark.parametrize("command", ["chat", "push", "serve"])
-def test_a_database_that_cannot_be_opened_is_one_clear_line(tmp_path: Path, command: str) -> None:
+def test_a_database_that_cannot_be_opened_is_one_clear_line(
+    tmp_path: Path, mini_dirs: tuple[Path, Path], command: str
+) -> None:
+    content = ["--knowledge", str(mini_dirs[0]), "--cases", str(mini_dirs[1])]
     (tmp_path / "not-a-database.sqlite3").write_text("hello\n", encoding="utf-8")
-    for database in (tmp_path, "/proc/infoguard/db.sqlite3", tmp_path / "not-a-database.sqlite3"):
-        result = run("--database", str(database), command, stdin="你好\n")
+    bad: list[str | Path] = [tmp_path]  # a folder: every command opens storage the same way
+    if command == "chat":
+        bad += ["/proc/infoguard/db.sqlite3", tmp_path / "not-a-database.sqlite3"]
+    for database in bad:
+        result = run(*content, "--database", str(database), command, stdin="你好\n")
         assert result.returncode == 1, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
@@ -291,21 +296,33 @@ def test_a_number_with_no_option_says_so_and_shows_the_options_again(
     assert first.startswith("【以案释法】验证码也是个人信息")
 
 
-def test_kb_check_reports_a_syntax_error_without_a_cascade(tmp_path: Path) -> None:
-    knowledge = tmp_path / "knowledge"
-    shutil.copytree(ROOT / "knowledge", knowledge)
-    # Many entries elsewhere refer to the scam entries: none of them is a problem.
-    scams = knowledge / "scams.yaml"
-    scams.write_text("entries: [\n" + scams.read_text(encoding="utf-8"), encoding="utf-8")
-    result = run("--knowledge", str(knowledge), "kb", "check")
+def test_kb_check_reports_a_syntax_error_without_a_cascade(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    knowledge, cases = mini_dirs
+    (knowledge / "refs.yaml").write_text(
+        """entries:
+  - id: refers
+    title: 引用
+    questions: [a, b, c]
+    answer: 见相关内容。
+    related: [protect_general, verification_code, fraud_now]
+    cases: [mini_case]
+""",
+        encoding="utf-8",
+    )
+    mini = knowledge / "mini.yaml"
+    good = mini.read_text(encoding="utf-8")
+    mini.write_text("entries: [\n" + good, encoding="utf-8")  # every entry in it is lost
+    result = run("--knowledge", str(knowledge), "--cases", str(cases), "kb", "check")
     assert result.returncode == 1
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("scams.yaml: -: -: YAML syntax error at line ")
+    assert lines[0].startswith("mini.yaml: -: -: YAML syntax error at line ")
     assert lines[1:] == ["1 problem(s) found"], result.stderr
 
+    mini.write_text(good, encoding="utf-8")
     missing = tmp_path / "no-such-folder"
     result = run("--knowledge", str(knowledge), "--cases", str(missing), "kb", "check")
-    assert f"{missing}: -: -: does not exist" in result.stderr.splitlines()
-    assert "no case with id" not in result.stderr
+    assert result.stderr.splitlines() == [f"{missing}: -: -: does not exist", "1 problem(s) found"]
     result = run("--knowledge", str(missing), "kb", "check")
     assert result.stderr.splitlines() == [f"{missing}: -: -: does not exist", "1 problem(s) found"]
