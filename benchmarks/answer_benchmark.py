@@ -76,13 +76,16 @@ async def bundled(rounds: int = 50) -> None:
         matcher = engine.matcher
         matcher.match("预热")
         samples, encoded = timed(matcher, QUERIES * rounds)
-        print(f"matcher, bundled KB: {len(samples)} messages, {figures(samples)}; "
-              f"encoder used for {encoded:.0%}")
+        print(
+            f"matcher, bundled KB: {len(samples)} messages, {figures(samples)}; "
+            f"encoder used for {encoded:.0%}"
+        )
         only_encoder = [q for q in QUERIES if matcher.match(q).used_encoder]
         if only_encoder:
             samples, _ = timed(matcher, only_encoder * rounds)
-            print(f"  messages that need the encoder ({len(only_encoder)} kinds): "
-                  f"{figures(samples)}")
+            print(
+                f"  messages that need the encoder ({len(only_encoder)} kinds): {figures(samples)}"
+            )
         samples = []
         for i in range(rounds):
             for q in QUERIES:

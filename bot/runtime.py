@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.content import Content, load_content
+from bot.errors import ConfigError
 from bot.storage import SqliteStorage
 
 if TYPE_CHECKING:
@@ -28,8 +31,41 @@ async def running_engine(
     from bot.engine import Engine  # here: commands that do not converse skip the matcher
 
     content = load(settings)
-    storage = await SqliteStorage.open(database if database is not None else settings.database)
+    storage = await open_storage(database if database is not None else settings.database)
     try:
         yield Engine(content, storage, case_url=settings.case_url, cache_dir=settings.cache_dir)
     finally:
         await storage.close()
+
+
+async def open_storage(path: str | Path) -> SqliteStorage:
+    """The SQLite store at `path`; a path that cannot be opened (a folder, a read-only or
+    virtual file system, a file that is not a database) is one ConfigError line, not a
+    traceback."""
+    try:
+        _check_openable(path)
+        return await SqliteStorage.open(path)
+    except (OSError, sqlite3.Error) as exc:
+        # aiosqlite stops its worker thread after a failed connect without waiting for it;
+        # give it the moment it needs, or it reports a closed event loop at exit.
+        await asyncio.sleep(0.05)
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise ConfigError(f"cannot open the database {path}: {reason}") from None
+
+
+def _check_openable(path: str | Path) -> None:
+    """Raise OSError or sqlite3.Error now, in this thread, for a path that is not a database
+    file we can write: a folder, a parent we cannot create, a file of something else."""
+    if str(path) == ":memory:":
+        return
+    file = Path(path)
+    if file.is_dir():
+        raise IsADirectoryError(21, "it is a folder, not a file")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    if not file.exists():
+        return  # created by SqliteStorage.open, with the mode storage gives it
+    check = sqlite3.connect(f"{file.resolve().as_uri()}?mode=rw", uri=True)
+    try:
+        check.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
+    finally:
+        check.close()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from bot.channels import telegram, wechat
 from bot.channels.registry import build_senders
 from bot.channels.telegram import add_telegram
 from bot.channels.wechat import add_wechat
@@ -26,7 +28,7 @@ from bot.errors import ConfigError
 from bot.ledger import SqlitePushStore
 from bot.pages import add_case_pages
 from bot.push import push_order
-from bot.runtime import running_engine
+from bot.runtime import open_storage, running_engine
 from bot.schedule import run_scheduled_push
 from bot.storage import SqliteStorage
 
@@ -43,19 +45,60 @@ MAX_BODY_BYTES = 64 * 1024
 
 def build_app(engine: Engine, settings: Settings) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/", _to_case_pages)
     add_case_pages(app, engine.content)
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
     return app
 
 
+async def _to_case_pages(request: web.Request) -> web.Response:
+    """The server's only public face is the case pages; relative, so a path prefix holds."""
+    raise web.HTTPFound("cases/")
+
+
+def startup_lines(settings: Settings) -> list[str]:
+    """What `infoguard serve` says before serving: each channel on or off, and why; the
+    schedule of pushes."""
+    days = settings.push_interval_days
+    pushing = [
+        name
+        for name, able in (
+            ("WeChat", settings.wechat_app_id and settings.wechat_secret),
+            ("Telegram", settings.telegram_token),
+        )
+        if able
+    ]
+    if days <= 0:
+        push = "scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0"
+    elif not pushing:
+        push = "scheduled push off: no channel to push on"
+    else:
+        push = f"scheduled push: every {days:g} days on {', '.join(pushing)}"
+    return [wechat.status(settings), telegram.status(settings), "case pages at /cases/", push]
+
+
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log without query strings: WeChat puts the user's openid in the query."""
+    """Access log without query strings: WeChat puts the user's openid in the query. The path
+    is logged with control characters escaped: a decoded `%0a` would start a forged log line."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
-            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000
+            "%s %s %d %.1fms",
+            loggable(request.method),
+            loggable(request.path),
+            response.status,
+            time * 1000,
         )
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """`text` on one line: control characters (and the backslash) as escapes, cut at `limit`."""
+    text = text[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
@@ -82,6 +125,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             # collector's full passes, which otherwise stall every request now and then.
             gc.collect()
             gc.freeze()
+            for line in startup_lines(settings):
+                print(f"infoguard: {line}", file=sys.stderr)
             print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
             await stop.wait()
             print("infoguard: stopping", file=sys.stderr, flush=True)
@@ -135,7 +180,7 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_storage(settings.database)
     try:
         yield storage
     finally:

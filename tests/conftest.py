@@ -23,7 +23,9 @@ def model_cache() -> Path:
     """One folder of trained matchers for the whole run and the commands it starts, kept
     between runs on this checkout (`scripts/test` points `kb eval` at it too). The bundled
     knowledge base is trained here, once, before any test or subprocess needs it."""
-    folder = Path(os.environ.setdefault("INFOGUARD_CACHE_DIR", str(ROOT / ".cache" / "test-models")))
+    folder = Path(
+        os.environ.setdefault("INFOGUARD_CACHE_DIR", str(ROOT / ".cache" / "test-models"))
+    )
     content = load_content(ROOT / "knowledge", ROOT / "cases_explained")
     Matcher(Engine._matchable_entries(content), content.lexicon, cache_dir=folder)
     return folder

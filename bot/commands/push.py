@@ -16,10 +16,9 @@ from bot.errors import InfoGuardError
 from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
 from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order
-from bot.runtime import load
+from bot.runtime import load, open_storage
 from bot.schedule import run_scheduled_push
 from bot.sender import Claim, Result, Sender
-from bot.storage import SqliteStorage
 
 _BATCH_SIZES = {"wechat": (2, 10_000)}
 """(min_batch, max_batch) of channels that batch, so a dry run counts lone recipients held."""
@@ -92,7 +91,7 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(
     args: argparse.Namespace, settings: Settings, cards: list[CaseCard], options: PushOptions
 ) -> int:
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_storage(settings.database)
     store = await SqlitePushStore.open(storage)
     senders: list[Sender] = []
     try:
