@@ -93,10 +93,12 @@ async def process(args: list[str], env: dict[str, str], ready: bytes) -> AsyncIt
     )
     assert proc.stderr is not None
     try:
-        line = await asyncio.wait_for(proc.stderr.readline(), 60)
-        if ready not in line:
-            rest = await asyncio.wait_for(proc.stderr.read(), 10)
-            raise SystemExit(f"server did not start: {(line + rest).decode(errors='replace')}")
+        seen = b""
+        while ready not in seen:  # `serve` says which channels are on before "serving on"
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            seen += line
+            if not line:
+                raise SystemExit(f"server did not start: {seen.decode(errors='replace')}")
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
         yield
     finally:
