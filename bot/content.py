@@ -19,6 +19,7 @@ from bot.errors import ContentError
 from bot.models import Button
 from bot.report_schema import REPORT_FILE, ReportFlow, load_report_flow
 from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, RedFlagFile, SmallTalk, explain
+from bot.yaml_loader import SAFE_LOADER
 
 LEXICON_FILE = "_lexicon.yaml"
 BOT_FILE = "_bot.yaml"
@@ -143,7 +144,7 @@ def _load_cases(cases_dir: Path, problems: list[str], unchecked: set[str]) -> di
 
 def _read_yaml(path: Path, problems: list[str]) -> tuple[bool, Any]:
     try:
-        return True, yaml.safe_load(path.read_text(encoding="utf-8"))
+        return True, yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except FileNotFoundError:
         problems.append(f"{path.name}: {NO_ID}: -: file is missing")
     except yaml.MarkedYAMLError as exc:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bot.schema import Identifier, Text, explain
+from bot.yaml_loader import SAFE_LOADER
 
 REPORT_FILE = "_report.yaml"
 NO_ID = "-"
@@ -209,7 +210,7 @@ def load_report_flow(
     if not path.exists():
         return None, []
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"

@@ -20,7 +20,7 @@ from bot.config import default_cache_dir
 from bot.matching.decide import Decision, Policy, Thresholds
 from bot.matching.encode import SentenceEncoder
 from bot.matching.model import OUT_OF_SCOPE, Hyper, IntentModel, TrainingSet, train
-from bot.matching.ngrams import Features
+from bot.matching.ngrams import Features, load_syllables
 from bot.matching.normalise import Prepared, Preparer
 from bot.schema import Entry, Lexicon
 
@@ -82,6 +82,7 @@ class Matcher:
     ) -> None:
         self.prepare = Preparer(lexicon)
         self.cache_dir = cache_dir = cache_dir or default_cache_dir()
+        load_syllables(cache_dir)
         self.encoder = shared_encoder(cache_dir)
         entries = list(entries)
         self.priorities = {e.id: e.priority for e in entries}
@@ -97,6 +98,7 @@ class Matcher:
         matcher = cls.__new__(cls)
         matcher.prepare = Preparer(lexicon)
         matcher.cache_dir = cache_dir
+        load_syllables(cache_dir)
         matcher.encoder = shared_encoder(cache_dir)
         matcher.priorities = priorities
         matcher.hyper = model.hyper
