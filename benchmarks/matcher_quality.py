@@ -10,7 +10,9 @@ it either way. Asserts nothing; tests/test_matcher_pairs.py holds the budgets.
 The test sets are never trained or tuned on: thresholds come from cross-validation on the
 knowledge base (`infoguard kb eval`).
 
-Run: .venv/bin/python -m benchmarks.matcher_quality [PAIRS.yaml ...] [--misses]
+`--ngrams-only` never consults the sentence encoder: the n-gram model alone, a baseline.
+
+Run: .venv/bin/python -m benchmarks.matcher_quality [PAIRS.yaml ...] [--misses] [--ngrams-only]
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import asyncio
 import re
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,10 @@ async def main() -> None:
         ("unseen sets", UNSEEN_SETS),
     ]
     async with running_engine(Settings.from_env(), database=":memory:") as engine:
+        if "--ngrams-only" in sys.argv:
+            matcher = engine.matcher
+            matcher.thresholds = replace(matcher.thresholds, skip_encoder=0.0)
+            matcher.policy.thresholds = matcher.thresholds
         for title, paths in sets:
             graded = await grade(engine, load_pairs(*paths))
             print(f"== {title} ({len(graded)} messages)")
