@@ -44,7 +44,7 @@ SAME_AS = {
     "greeting": {"smalltalk"},
 }
 # Replies that are not an answer: right for a message that should be declined.
-NOT_AN_ANSWER = {None, "greeting", "smalltalk"}
+NOT_AN_ANSWER = {None, "greeting", "smalltalk", "no_such_choice"}
 
 
 @dataclass(frozen=True)

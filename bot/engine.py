@@ -186,7 +186,9 @@ class Engine:
             return Outcome([self._welcome()], "greeting", 1.0)
         # A pasted scam SMS is rarely worded like any question: declined, or taken for an
         # everyday topic (12381's warning for spam), it still gets the scam check.
-        checked = self.red_flags.rescue(text) if self._ordinary(match.entry_id) else None
+        checked = None
+        if self._ordinary(match.entry_id):
+            checked = self.red_flags.rescue(text, declined=match.entry_id is None)
         if checked in self.content.entries:
             entry = self.content.entries[checked]
             return await self._entry_outcome(message, entry, match.score, (), session, text)

@@ -91,14 +91,15 @@ class RedFlags:
             return True
         return entry_id in self.table.fraud_entries and check.level is Level.LIKELY
 
-    def rescue(self, text: str) -> str | None:
-        """The check's entry for a message the matcher declined that shows a combination of red
-        flags (or a genuine 12381 warning): a pasted SMS is rarely worded like any question, yet
-        deserves the check."""
+    def rescue(self, text: str, *, declined: bool = True) -> str | None:
+        """The check's entry for a message that shows a combination of red flags, or, when the
+        matcher declined it, a genuine 12381 warning: a pasted SMS is rarely worded like any
+        question, yet deserves the check. (A message the matcher did answer that merely names a
+        genuine line, 96110是啥电话, keeps its answer.)"""
         if self.table is None:
             return None
         check = self.check(text)
-        if check.level is not Level.LIKELY and not check.genuine:
+        if check.level is not Level.LIKELY and not (declined and check.genuine):
             return None
         return self.table.check_entry
 
