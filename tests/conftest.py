@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bot.content import Content, load_content
 from bot.engine import Engine
@@ -16,6 +17,7 @@ from bot.storage import SqliteStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = Path(__file__).resolve().parent / "data" / "mini"
+MINI_EXEMPLARS = 40
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -40,6 +42,12 @@ def mini_dirs(tmp_path: Path) -> tuple[Path, Path]:
     shutil.copytree(MINI / "cases", cases)
     for name in ("_bot.yaml", "_lexicon.yaml", "bot.yaml"):
         shutil.copy(ROOT / "knowledge" / name, knowledge / name)
+    # Three tiny entries next to hundreds of out-of-scope exemplars would be a knowledge base
+    # that declines everything: keep the exemplars in proportion.
+    lexicon = knowledge / "_lexicon.yaml"
+    raw = yaml.safe_load(lexicon.read_text(encoding="utf-8"))
+    raw["out_of_scope"] = raw["out_of_scope"][:MINI_EXEMPLARS]
+    lexicon.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
     return knowledge, cases
 
 
