@@ -1,8 +1,6 @@
-"""What the bot remembers, behind a small protocol: sessions, subscribers, seen message ids, and
-a key-value cache (e.g. the WeChat access token shared by all workers).
+"""`Storage` in one embedded SQLite file (aiosqlite): the default, for a laptop or a small
+office. Several processes on one machine may share the file (WAL mode, atomic upserts).
 
-The default implementation is an embedded SQLite file (aiosqlite). A server database can be
-added by implementing `Storage`; the engine and channels only see the protocol.
 Nothing here stores message text: sessions hold only the choices a user made.
 """
 
@@ -11,65 +9,12 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
-SESSION_TTL_SECONDS = 30 * 60
-"""An idle conversation (e.g. a half-finished report guidance) is forgotten after this."""
-SEEN_MESSAGE_TTL_SECONDS = 10 * 60
-"""WeChat retries within 15 s; ten minutes of message ids is ample for deduplication."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subscriber:
-    channel: str
-    user_id: str
-    subscribed_at: float
-
-
-class Storage(Protocol):
-    """The persistence the core needs. All methods are safe to call concurrently."""
-
-    async def get_session(self, channel: str, user_id: str) -> dict[str, Any] | None: ...
-
-    async def put_session(
-        self, channel: str, user_id: str, state: dict[str, Any], *, ttl: float = ...
-    ) -> None: ...
-
-    async def delete_session(self, channel: str, user_id: str) -> None: ...
-
-    async def subscribe(self, channel: str, user_id: str) -> bool:
-        """Add a subscriber; False if they already were one."""
-        ...
-
-    async def is_subscribed(self, channel: str, user_id: str) -> bool: ...
-
-    def subscribers(
-        self, channel: str | None = None, *, batch: int = 1000
-    ) -> AsyncIterator[Subscriber]:
-        """Stream subscribers in a stable order without loading them all."""
-        ...
-
-    async def count_subscribers(self, channel: str | None = None) -> int: ...
-
-    async def forget_user(self, channel: str, user_id: str) -> bool:
-        """Delete everything held about a user (subscription, session, push ledger); True if they
-        were a subscriber."""
-        ...
-
-    async def first_sighting(self, key: str, *, ttl: float = ...) -> bool:
-        """Record a message id; True the first time it is seen within `ttl` seconds."""
-        ...
-
-    async def cache_get(self, key: str) -> str | None: ...
-
-    async def cache_put(self, key: str, value: str, *, ttl: float) -> None: ...
-
-    async def close(self) -> None: ...
-
+from bot.storage.protocol import SEEN_MESSAGE_TTL_SECONDS, SESSION_TTL_SECONDS, Subscriber
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
