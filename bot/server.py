@@ -25,7 +25,7 @@ from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.pages import add_case_pages
 from bot.push import push_order
-from bot.runtime import running_engine
+from bot.runtime import open_push_storage, push_runs_here, running_engine
 from bot.schedule import run_scheduled_push
 from bot.storage import SqliteStorage
 
@@ -115,6 +115,9 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
     """
     if settings.push_interval_days <= 0:
         return
+    if not push_runs_here(settings):
+        _LOGGER.warning("scheduled push off: the push ledger is not yet on PostgreSQL")
+        return
     async with _own_storage(settings) as storage:
         senders = [s for s in build_senders(settings, storage) if s.channel in PUSH_CHANNELS]
         if not senders:
@@ -133,7 +136,7 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_push_storage(settings)
     try:
         yield storage
     finally:

@@ -15,10 +15,9 @@ from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.models import CaseCard
 from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order
-from bot.runtime import load
+from bot.runtime import load, open_push_storage
 from bot.schedule import run_scheduled_push
 from bot.sender import Result, Sender
-from bot.storage import SqliteStorage
 
 
 class _PlanOnly:
@@ -88,7 +87,7 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(
     args: argparse.Namespace, settings: Settings, cards: list[CaseCard], options: PushOptions
 ) -> int:
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_push_storage(settings)
     senders: list[Sender] = []
     try:
         names = args.channel or list(SENDER_FACTORIES)

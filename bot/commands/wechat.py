@@ -17,9 +17,8 @@ from bot import replies as payloads
 from bot.config import Settings
 from bot.content import Content
 from bot.errors import ConfigError, InfoGuardError
-from bot.runtime import load
+from bot.runtime import load, open_configured_storage
 from bot.schema import ReportScenario
-from bot.storage import SqliteStorage
 
 DEFAULT_MENU = Path(__file__).resolve().parent.parent / "channels" / "wechat_menu.yaml"
 TOP_LEVEL_MAX, SUB_MAX = 3, 5
@@ -60,7 +59,7 @@ async def _create(settings: Settings, menu: dict[str, Any]) -> None:
     from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
 
     # The server's database, so the access token cached there is reused, not re-fetched.
-    storage = await SqliteStorage.open(settings.database)
+    storage = await open_configured_storage(settings)
     try:
         async with WeChatAPI(
             settings.wechat_app_id,

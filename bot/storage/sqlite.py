@@ -14,9 +14,15 @@ from typing import Any
 
 import aiosqlite
 
+from bot.storage.migrations import SCHEMA_VERSION_TABLE, Migration, check_sequence
 from bot.storage.protocol import SEEN_MESSAGE_TTL_SECONDS, SESSION_TTL_SECONDS, Subscriber
 
-_SCHEMA = """
+SQLITE_MIGRATIONS = [
+    Migration(
+        1,
+        "sessions, subscribers, seen message ids, cache",
+        # IF NOT EXISTS: a file made before versioned schemas already has these tables.
+        """
 CREATE TABLE IF NOT EXISTS sessions (
     channel TEXT NOT NULL, user_id TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, user_id));
@@ -26,7 +32,11 @@ CREATE TABLE IF NOT EXISTS subscribers (
 CREATE TABLE IF NOT EXISTS seen_messages (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
-"""
+""",
+    ),
+]
+"""The push ledger's tables (bot.ledger) are still created by the ledger itself."""
+check_sequence(SQLITE_MIGRATIONS)
 
 
 class SqliteStorage:
@@ -49,8 +59,44 @@ class SqliteStorage:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
-        await db.executescript(_SCHEMA)
-        return cls(db, clock)
+        storage = cls(db, clock)
+        # A laptop's file is brought up to date on open: there is no one to run a migration.
+        await storage.migrate()
+        return storage
+
+    async def schema_version(self) -> int:
+        """The highest migration applied (0 for a new file)."""
+        await self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        rows = await self.db.execute_fetchall(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}")
+        row = next(iter(rows), None)
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations this file lacks, each in its own transaction; the versions
+        applied. BEGIN IMMEDIATE takes the write lock first, so two processes opening a new
+        file at once apply each migration once."""
+        applied: list[int] = []
+        for migration in SQLITE_MIGRATIONS:
+            if migration.version <= await self.schema_version():
+                continue
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if migration.version > await self.schema_version():
+                    for statement in _statements(migration.sql):
+                        await self.db.execute(statement)
+                    await self.db.execute(
+                        f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?, ?, ?)",
+                        (migration.version, migration.name, time.time()),
+                    )
+                    applied.append(migration.version)
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+        return applied
 
     async def close(self) -> None:
         await self.db.close()
@@ -176,3 +222,8 @@ class SqliteStorage:
         await self.db.execute(
             "INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, value, self._clock() + ttl)
         )
+
+
+def _statements(script: str) -> list[str]:
+    # executescript would COMMIT first; the migration's statements must share its transaction.
+    return [part.strip() for part in script.split(";") if part.strip()]
