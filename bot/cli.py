@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.commands import chat, kb, push, serve, telegram, wechat
+from bot.commands import chat, db, kb, push, serve, telegram, wechat
 from bot.config import Settings
 from bot.errors import ContentError, InfoGuardError
 from bot.pii import install_log_redaction
 
-COMMANDS = (chat, kb, push, serve, telegram, wechat)
+COMMANDS = (chat, db, kb, push, serve, telegram, wechat)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,9 @@ The server backends' libraries (asyncpg, redis) are imported only when they are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import ConfigError
 from bot.storage.protocol import (
@@ -32,12 +34,17 @@ __all__ = [
     "Storage",
     "Subscriber",
     "backend_of",
+    "copy_to_postgres",
+    "migrate_database",
     "open_durable",
     "open_rate_budget",
     "open_storage",
     "redact_url",
     "sqlite_path",
 ]
+
+if TYPE_CHECKING:
+    from bot.storage.copy import TableCopy
 
 _EXTRA = "the server extra: pip install 'infoguard[server]'"
 
@@ -85,3 +92,43 @@ async def open_rate_budget(
     from bot.storage.redis import RedisRateBudget, connect
 
     return RedisRateBudget(await connect(redis_url), f"{redis_prefix}rate:{name}", rate)
+
+
+async def migrate_database(url: str) -> tuple[list[int], int]:
+    """Bring the database a URL names up to this version's schema: (versions applied now,
+    version it is at)."""
+    if backend_of(url) == "sqlite":
+        storage = await SqliteStorage.open(sqlite_path(url))  # migrates on open
+        try:
+            return [], await storage.schema_version()
+        finally:
+            await storage.close()
+    try:
+        from bot.storage.postgres import connect_pool, migrate, schema_version
+    except ImportError:
+        raise ConfigError(f"PostgreSQL needs asyncpg, {_EXTRA}") from None
+    pool = await connect_pool(url, max_size=1)
+    try:
+        applied = await migrate(pool)
+        return applied, await schema_version(pool)
+    finally:
+        await pool.close()
+
+
+async def copy_to_postgres(
+    sqlite_file: Path,
+    postgres_url: str,
+    *,
+    restart: bool = False,
+    on_batch: Callable[[TableCopy], None] | None = None,
+) -> list[TableCopy]:
+    """`bot.storage.copy.copy_sqlite_to_postgres`, behind the door."""
+    if backend_of(postgres_url) != "postgres":
+        raise ConfigError("db copy goes to PostgreSQL: set INFOGUARD_DATABASE_URL=postgresql://…")
+    try:
+        from bot.storage.copy import copy_sqlite_to_postgres
+    except ImportError:
+        raise ConfigError(f"PostgreSQL needs asyncpg, {_EXTRA}") from None
+    return await copy_sqlite_to_postgres(
+        sqlite_file, postgres_url, restart=restart, on_batch=on_batch
+    )

@@ -73,6 +73,15 @@ CREATE TABLE push_rounds (
 CREATE TABLE push_schedule (name TEXT PRIMARY KEY, started_at DOUBLE PRECISION NOT NULL);
 """,
     ),
+    Migration(
+        3,
+        "db copy checkpoints",
+        """
+CREATE TABLE copy_progress (
+    source TEXT NOT NULL, table_name TEXT NOT NULL, last_key TEXT NOT NULL,
+    PRIMARY KEY (source, table_name));
+""",
+    ),
 ]
 check_sequence(POSTGRES_MIGRATIONS)
 
