@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -40,12 +42,27 @@ MAX_BODY_BYTES = 64 * 1024
 """WeChat messages are a few KB; anything far larger is refused with 413 before parsing."""
 
 
-def build_app(engine: Engine, settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+WORKER_HEADER = "X-InfoGuard-Worker"
+"""With `serve --workers N`, which worker (1..N) answered: for operators and the tests."""
+
+
+def build_app(engine: Engine, settings: Settings, *, worker: int | None = None) -> web.Application:
+    middlewares = [_worker_header(worker)] if worker is not None else []
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     add_case_pages(app, engine.content)
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
     return app
+
+
+def _worker_header(worker: int) -> Any:
+    @web.middleware
+    async def add_header(request: web.Request, handler: Any) -> StreamResponse:
+        response: StreamResponse = await handler(request)
+        response.headers[WORKER_HEADER] = str(worker)
+        return response
+
+    return add_header
 
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
@@ -57,10 +74,21 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
         )
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM; storage is closed after the last request is done."""
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; storage is closed after the last request is done.
+
+    As worker `worker` of `infoguard serve --workers N` the socket is opened with SO_REUSEPORT
+    (the kernel spreads connections over the workers) and a line is written to `ready_fd` once
+    it listens."""
     async with running_engine(settings) as engine:
-        app = build_app(engine, settings)
+        app = build_app(engine, settings, worker=worker)
         runner = web.AppRunner(
             app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
         )
@@ -72,7 +100,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         purger = asyncio.create_task(_purge_periodically(engine.storage))
         pusher = asyncio.create_task(_push_on_schedule(engine, settings))
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, reuse_port=worker is not None or None)
             try:
                 await site.start()
             except OSError as exc:
@@ -81,7 +109,11 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             # collector's full passes, which otherwise stall every request now and then.
             gc.collect()
             gc.freeze()
-            print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+            if worker is None:
+                print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+            if ready_fd is not None:
+                os.write(ready_fd, f"{worker}\n".encode())
+                os.close(ready_fd)
             await stop.wait()
             print("infoguard: stopping", file=sys.stderr, flush=True)
         finally:
