@@ -113,6 +113,16 @@ def signed_query() -> dict[str, str]:
     return {"signature": signature, "timestamp": stamp, "nonce": nonce}
 
 
+def text_body(user: str, msg_id: int, question: str) -> bytes:
+    """A WeChat text message push (plain mode) from `user`."""
+    return (
+        f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA["
+        f"{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType>"
+        f"<![CDATA[text]]></MsgType><Content><![CDATA[{question}]]></Content>"
+        f"<MsgId>{msg_id}</MsgId></xml>"
+    ).encode()
+
+
 async def load(
     url: str, target: str, clients: int, total: int, max_seconds: float, ids: itertools.count[int]
 ) -> Figures:
@@ -129,13 +139,7 @@ async def load(
             while sent < total and time.perf_counter() < stop_at:
                 sent += 1
                 msg_id = next(ids)
-                question = QUESTIONS[msg_id % len(QUESTIONS)]
-                body = (
-                    f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA["
-                    f"{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType>"
-                    f"<![CDATA[text]]></MsgType><Content><![CDATA[{question}]]></Content>"
-                    f"<MsgId>{msg_id}</MsgId></xml>"
-                ).encode()
+                body = text_body(user, msg_id, QUESTIONS[msg_id % len(QUESTIONS)])
                 began = time.perf_counter()
                 try:
                     async with http.post(url, params=signed_query(), data=body) as resp:
