@@ -154,6 +154,12 @@ async def test_copy_keeps_everything_resumes_and_is_idempotent(
 
     again = await copy_sqlite_to_postgres(path, postgres_url, batch=5)
     assert [r.copied for r in again] == [0, 0, 0, 0]
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        checkpoints = {r[0] for r in await conn.fetch("SELECT last_key FROM copy_progress")}
+    finally:
+        await conn.close()
+    assert checkpoints == {'"done"'}  # no user id is kept once the copy is done
     restarted = await copy_sqlite_to_postgres(path, postgres_url, batch=5, restart=True)
     assert restarted[0].copied == 27
     for table in TABLES:

@@ -4,9 +4,10 @@ deliveries, rounds, schedule) into PostgreSQL, for an office moving to a server 
 The copy goes table by table in key order, in batches. Each batch is inserted together with a
 checkpoint (the last key copied, in `copy_progress`) in one transaction, so an interrupted copy
 resumes after the last batch that landed, and running it again when it is done copies
-nothing. Rows already in PostgreSQL are never overwritten (ON CONFLICT DO NOTHING): the copy
-cannot undo what a bot already running on PostgreSQL recorded. Short-lived state (sessions,
-seen message ids, cached tokens) is not copied: it is rebuilt within minutes.
+nothing (a finished table's checkpoint says only "done"; `--restart` reads it all again).
+Rows already in PostgreSQL are never overwritten (ON CONFLICT DO NOTHING): the copy cannot undo
+what a bot already running on PostgreSQL recorded. Short-lived state (sessions, seen message
+ids, cached tokens) is not copied: it is rebuilt within minutes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bot.errors import ConfigError
 from bot.storage.postgres import connect_pool, migrate
 
 BATCH_ROWS = 5000
+_DONE = '"done"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,9 @@ async def _copy_table(
         source_name,
         table.name,
     )
+    if checkpoint == _DONE:
+        result.destination = await _count(pool, table)
+        return result
     last: list[Any] | None = json.loads(checkpoint) if checkpoint else None
     result.resumed = last is not None
     columns = ", ".join(table.columns)
@@ -171,6 +176,14 @@ async def _copy_table(
             on_batch(result)
         if len(chunk) < batch:
             break
+    # The last key names a user: once the table is done, only "done" is kept.
+    await pool.execute(
+        "INSERT INTO copy_progress VALUES ($1, $2, $3) ON CONFLICT (source, table_name) "
+        "DO UPDATE SET last_key = excluded.last_key",
+        source_name,
+        table.name,
+        _DONE,
+    )
     result.destination = await _count(pool, table)
     return result
 
