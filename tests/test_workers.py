@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -120,3 +121,16 @@ async def test_retries_spread_over_two_workers_are_answered_once(
     assert workers_seen == {"1", "2"}
     # Connections are spread by the kernel: most messages had retries on both workers.
     assert spread >= 3, spread
+
+
+def test_several_workers_refuse_telegram_polling() -> None:
+    env = {**os.environ, "TELEGRAM_TOKEN": "123:abc", "TELEGRAM_MODE": "polling"}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "several workers need TELEGRAM_MODE=webhook" in result.stderr

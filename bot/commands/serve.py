@@ -44,6 +44,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     if args.workers > 1 and args.worker is None:
+        if settings.telegram_token and settings.telegram_mode != "webhook":
+            # Telegram answers a second concurrent getUpdates with 409 Conflict.
+            raise ConfigError("several workers need TELEGRAM_MODE=webhook: only one may poll")
         return _supervise(args.workers, settings, host, port)
     # Imported here: the web stack and both channels load only for the command that needs them.
     from bot.server import serve
