@@ -6,15 +6,15 @@ nothing twice."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import subprocess
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from bot.cli import main
 from bot.errors import ConfigError
 from bot.ledger import Ledger
 from bot.storage import SqliteStorage, migrate_database, open_storage
@@ -24,14 +24,26 @@ from bot.storage.postgres import POSTGRES_MIGRATIONS
 LATEST = POSTGRES_MIGRATIONS[-1].version
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **env},
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """`infoguard ARGS` in this process (a sync test: the command runs its own event loop)."""
+
+    def run(*args: str, **env: str) -> Ran:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
 
 
 async def test_a_sqlite_file_from_before_versions_is_adopted(tmp_path: Path) -> None:
@@ -51,17 +63,23 @@ async def test_a_sqlite_file_from_before_versions_is_adopted(tmp_path: Path) -> 
         await storage.close()
 
 
-async def test_an_unmigrated_postgres_is_refused_until_db_migrate(postgres_url: str) -> None:
+def test_an_unmigrated_postgres_is_refused_until_db_migrate(
+    postgres_url: str, cli: Callable[..., Ran]
+) -> None:
     with pytest.raises(ConfigError, match="run `infoguard db migrate` first"):
-        await open_storage(postgres_url)
+        asyncio.run(open_storage(postgres_url))
     first = cli("db", "migrate", INFOGUARD_DATABASE_URL=postgres_url)
     assert first.returncode == 0, first.stderr
     versions = ", ".join(str(m.version) for m in POSTGRES_MIGRATIONS)
     assert f"schema version {LATEST} (applied {versions})" in first.stdout
     again = cli("db", "migrate", INFOGUARD_DATABASE_URL=postgres_url)
     assert f"schema version {LATEST} (nothing to apply)" in again.stdout
-    storage = await open_storage(postgres_url)
-    await storage.close()
+
+    async def opens() -> None:
+        storage = await open_storage(postgres_url)
+        await storage.close()
+
+    asyncio.run(opens())
 
 
 async def test_concurrent_migrations_apply_each_version_once(postgres_url: str) -> None:
@@ -166,24 +184,30 @@ async def test_copy_keeps_everything_resumes_and_is_idempotent(
         assert await postgres_rows(postgres_url, table.name) == sqlite_rows(path, table.name)
 
 
-async def test_copied_data_serves_the_bot_on_postgres(tmp_path: Path, postgres_url: str) -> None:
+def test_copied_data_serves_the_bot_on_postgres(
+    tmp_path: Path, postgres_url: str, cli: Callable[..., Ran]
+) -> None:
     path = tmp_path / "office.sqlite3"
-    await make_sqlite_office(path)
+    asyncio.run(make_sqlite_office(path))
     result = cli("db", "copy", "--from", str(path), "--to", postgres_url)
     assert result.returncode == 0, result.stderr
     assert "subscribers: read 27; 27 in SQLite, 27 in PostgreSQL" in result.stdout
     assert "push_deliveries: read 11; 11 in SQLite, 11 in PostgreSQL" in result.stdout
-    storage = await open_storage(postgres_url)
-    try:
-        assert await storage.count_subscribers("wechat") == 23
-        assert await storage.forget_user("wechat", "oUser000") is True
-    finally:
-        await storage.close()
-    remaining = await postgres_rows(postgres_url, "push_deliveries")
-    assert len(remaining) == 10 and all(row[1] != "oUser000" for row in remaining)
+
+    async def check() -> None:
+        storage = await open_storage(postgres_url)
+        try:
+            assert await storage.count_subscribers("wechat") == 23
+            assert await storage.forget_user("wechat", "oUser000") is True
+        finally:
+            await storage.close()
+        remaining = await postgres_rows(postgres_url, "push_deliveries")
+        assert len(remaining) == 10 and all(row[1] != "oUser000" for row in remaining)
+
+    asyncio.run(check())
 
 
-def test_copy_needs_a_postgres_target(tmp_path: Path) -> None:
+def test_copy_needs_a_postgres_target(tmp_path: Path, cli: Callable[..., Ran]) -> None:
     result = cli("db", "copy", "--from", str(tmp_path / "x.sqlite3"), INFOGUARD_DATABASE_URL="")
     assert result.returncode == 1
     assert "needs a PostgreSQL target" in result.stderr

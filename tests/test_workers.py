@@ -9,7 +9,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from conftest import RedisTarget
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI
 from test_wechat_webhook import TOKEN, signed, text_xml
 
+from bot.cli import main
 from bot.server import WORKER_HEADER
 
 SEND = "message/custom/send"
@@ -123,14 +123,10 @@ async def test_retries_spread_over_two_workers_are_answered_once(
     assert spread >= 3, spread
 
 
-def test_several_workers_refuse_telegram_polling() -> None:
-    env = {**os.environ, "TELEGRAM_TOKEN": "123:abc", "TELEGRAM_MODE": "polling"}
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "serve", "--workers", "2"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert "several workers need TELEGRAM_MODE=webhook" in result.stderr
+def test_several_workers_refuse_telegram_polling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TELEGRAM_TOKEN", "123:abc")
+    monkeypatch.setenv("TELEGRAM_MODE", "polling")
+    assert main(["serve", "--workers", "2"]) == 1
+    assert "several workers need TELEGRAM_MODE=webhook" in capsys.readouterr().err
