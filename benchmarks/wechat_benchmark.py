@@ -87,7 +87,9 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def process(args: list[str], env: dict[str, str], ready: bytes) -> AsyncIterator[None]:
+async def process(
+    args: list[str], env: dict[str, str], ready: bytes
+) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         *args, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
     )
@@ -98,7 +100,7 @@ async def process(args: list[str], env: dict[str, str], ready: bytes) -> AsyncIt
             rest = await asyncio.wait_for(proc.stderr.read(), 10)
             raise SystemExit(f"server did not start: {(line + rest).decode(errors='replace')}")
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.terminate()
