@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from bot.config import Settings
 from bot.matcher import Matcher
+
+from bot.config import Settings
 from bot.models import IncomingMessage
 from bot.runtime import load, running_engine
 from bot.schema import Entry

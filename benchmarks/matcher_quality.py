@@ -1,17 +1,22 @@
-"""Answer quality on the paired test set, by kind, and a sweep of the answer threshold.
+"""Answer quality on the paired test sets, by kind: what a citizen gets, graded by content.
 
-Each message goes through the engine, as a new conversation, so what is graded is what a
-citizen gets (a case question answered with the case, an emergency with the 110 reply).
-Prints answered-right, answered-wrong and declined (in scope) and out-of-scope declined, per
-kind and overall, then the totals for thresholds around the current one, so the threshold can
-be re-fitted after knowledge edits. Asserts nothing; tests/test_matcher_pairs.py holds budgets.
+Each message goes through the engine as a new conversation, so what is graded is what a
+citizen gets (a case question answered with the case, an emergency with the 110 reply, a
+clarify counted as no answer). An item is graded as `../shared/eval/grade.py` does: when it
+lists `must` regular expressions the answer text must contain them (whichever entry gave it),
+otherwise the answering entry must be one of `expect`; `must_not` (an echoed number) fails
+it either way. Asserts nothing; tests/test_matcher_pairs.py holds the budgets.
 
-Run: .venv/bin/python -m benchmarks.matcher_quality [PAIRS.yaml] [--misses]
+The test sets are never trained or tuned on: thresholds come from cross-validation on the
+knowledge base (`infoguard kb eval`).
+
+Run: .venv/bin/python -m benchmarks.matcher_quality [PAIRS.yaml ...] [--misses]
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -20,20 +25,24 @@ from typing import Any
 
 import yaml
 
-from bot import matcher as matcher_module
 from bot.config import Settings
 from bot.engine import Engine
-from bot.models import IncomingMessage
+from bot.models import IncomingMessage, Outcome
 from bot.runtime import running_engine
 
-PAIRS = Path(__file__).resolve().parent.parent / "tests" / "data" / "matcher_pairs.yaml"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+DESIGN_SET = DATA / "matcher_pairs.yaml"
+"""Written before the trained matcher; used to compare designs (not thresholds)."""
+UNSEEN_SETS = sorted(DATA.glob("matcher_pairs_unseen_*.yaml"))
+"""Written by people who saw only topics.md and the research notes; measured, never tuned on."""
 # What the engine reports for a built-in reply, and the entries that reply stands for.
 SAME_AS = {
     "report": {"start_report"},
     "emergency": {"fraud_now", "extortion", "doxxing"},
+    "greeting": {"smalltalk"},
 }
-# Replies that are not a confident answer: fine for a message that should be declined.
-NOT_AN_ANSWER = {None, "greeting"}
+# Replies that are not an answer: right for a message that should be declined.
+NOT_AN_ANSWER = {None, "greeting", "smalltalk"}
 
 
 @dataclass(frozen=True)
@@ -41,16 +50,26 @@ class Graded:
     item: dict[str, Any]
     got: str | None
     verdict: str
+    answer: str = ""
 
 
-def verdict(got: str | None, expect: object) -> str:
-    values = expect if isinstance(expect, list) else [expect]
+def verdict(item: dict[str, Any], got: str | None, answer: str) -> str:
+    values = item["expect"] if isinstance(item["expect"], list) else [item["expect"]]
     wanted = {None if v is None else str(v) for v in values}
     if wanted == {None}:
         return "declined" if got in NOT_AN_ANSWER else "oos_answered"
-    if got in NOT_AN_ANSWER:
+    if any(re.search(p, answer) for p in item.get("must_not", [])):
+        return "wrong"
+    if got in NOT_AN_ANSWER and not wanted & {"smalltalk"}:
         return "missed"
+    if item.get("must"):
+        ok = all(any(re.search(p, answer, re.I) for p in group) for group in item["must"])
+        return "right" if ok else "wrong"
     return "right" if {got, *SAME_AS.get(str(got), ())} & wanted else "wrong"
+
+
+def _got(outcome: Outcome) -> str | None:
+    return None if outcome.fallback else outcome.entry_id
 
 
 async def grade(engine: Engine, pairs: list[dict[str, Any]]) -> list[Graded]:
@@ -58,8 +77,9 @@ async def grade(engine: Engine, pairs: list[dict[str, Any]]) -> list[Graded]:
     for number, item in enumerate(pairs):
         message = IncomingMessage("quality", f"q{number}", str(item["q"]))
         outcome = await engine.respond(message)
-        got = None if outcome.fallback else outcome.entry_id
-        graded.append(Graded(item, got, verdict(got, item["expect"])))
+        answer = "\n".join(r.text for r in outcome.replies)
+        got = _got(outcome)
+        graded.append(Graded(item, got, verdict(item, got, answer), answer))
         await engine.storage.forget_user("quality", f"q{number}")
     return graded
 
@@ -71,47 +91,57 @@ def tally(graded: list[Graded]) -> dict[str, Counter[str]]:
     return by_kind
 
 
-def summary(counts: Counter[str]) -> str:
+def rates(counts: Counter[str]) -> tuple[float, float, float]:
+    """In-scope right and wrong shares, out-of-scope declined share."""
     in_scope = counts["right"] + counts["wrong"] + counts["missed"]
     oos = counts["declined"] + counts["oos_answered"]
     return (
-        f"in-scope right {counts['right']}/{in_scope}, wrong {counts['wrong']}, "
-        f"declined {counts['missed']}; out-of-scope declined {counts['declined']}/{oos}"
+        counts["right"] / max(in_scope, 1),
+        counts["wrong"] / max(in_scope, 1),
+        counts["declined"] / max(oos, 1),
     )
 
 
-def load_pairs(path: Path = PAIRS) -> list[dict[str, Any]]:
-    pairs: list[dict[str, Any]] = yaml.safe_load(path.read_text(encoding="utf-8"))
+def summary(counts: Counter[str]) -> str:
+    in_scope = counts["right"] + counts["wrong"] + counts["missed"]
+    oos = counts["declined"] + counts["oos_answered"]
+    right, wrong, declined = rates(counts)
+    return (
+        f"in-scope right {counts['right']}/{in_scope} ({right:.1%}), wrong {counts['wrong']} "
+        f"({wrong:.1%}), no answer {counts['missed']}; "
+        f"out-of-scope declined {counts['declined']}/{oos} ({declined:.1%})"
+    )
+
+
+def load_pairs(*paths: Path) -> list[dict[str, Any]]:
+    pairs: list[dict[str, Any]] = []
+    for path in paths or (DESIGN_SET,):
+        pairs += yaml.safe_load(path.read_text(encoding="utf-8"))
     return pairs
 
 
 async def main() -> None:
-    path = Path(next((a for a in sys.argv[1:] if not a.startswith("--")), PAIRS))
-    pairs = load_pairs(path)
-    async with running_engine(Settings(), database=":memory:") as engine:
-        graded = await grade(engine, pairs)
-        total: Counter[str] = Counter()
-        for kind, counts in sorted(tally(graded).items()):
-            total += counts
-            print(f"{kind:12} {summary(counts)}")
-        print(f"{'all':12} {summary(total)}")
-        if "--misses" in sys.argv:
-            for g in graded:
-                if g.verdict not in ("right", "declined"):
-                    print(
-                        f"{g.verdict:12} {str(g.item['q'])[:40]} expect={g.item['expect']} "
-                        f"got={g.got}"
-                    )
-        current = matcher_module.ANSWER_THRESHOLD
-        for tau in [round(current + d / 100, 2) for d in range(-10, 11, 2)]:
-            matcher_module.ANSWER_THRESHOLD = tau
-            swept: Counter[str] = Counter()
-            for counts in tally(await grade(engine, pairs)).values():
-                swept += counts
-            wrong = swept["wrong"] + swept["oos_answered"]
-            utility = swept["right"] + swept["declined"] - 2 * wrong
-            print(f"threshold {tau:.2f}: {summary(swept)}; utility {utility}")
-        matcher_module.ANSWER_THRESHOLD = current
+    named = [Path(a) for a in sys.argv[1:] if not a.startswith("--")]
+    sets = [(p.name, [p]) for p in named] or [
+        ("design set", [DESIGN_SET]),
+        ("unseen sets", UNSEEN_SETS),
+    ]
+    async with running_engine(Settings.from_env(), database=":memory:") as engine:
+        for title, paths in sets:
+            graded = await grade(engine, load_pairs(*paths))
+            print(f"== {title} ({len(graded)} messages)")
+            total: Counter[str] = Counter()
+            for kind, counts in sorted(tally(graded).items()):
+                total += counts
+                print(f"{kind:12} {summary(counts)}")
+            print(f"{'all':12} {summary(total)}")
+            if "--misses" in sys.argv:
+                for g in graded:
+                    if g.verdict not in ("right", "declined"):
+                        print(
+                            f"  {g.verdict:12} {str(g.item['q'])[:50]} "
+                            f"expect={g.item['expect']} got={g.got}"
+                        )
 
 
 if __name__ == "__main__":

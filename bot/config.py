@@ -27,6 +27,13 @@ def default_data_dir() -> Path:
     return Path(base) / "infoguard"
 
 
+def default_cache_dir() -> Path:
+    """Where the trained matcher and the encoder's unpacked weights are kept: rebuilt when
+    missing, so deleting it is always safe."""
+    configured = os.environ.get("INFOGUARD_CACHE_DIR")
+    return Path(configured).expanduser() if configured else default_data_dir() / "cache"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting the bot reads, each from an INFOGUARD_* (or WECHAT_* / TELEGRAM_*) variable."""
@@ -43,6 +50,8 @@ class Settings:
     token, sessions, the Telegram send rate); empty keeps it in the database."""
     redis_prefix: str = "infoguard:"
     """Prefix of every Redis key, so that several bots can share one Redis."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """The matcher's trained model and the sentence encoder's weights (derived data only)."""
     public_url: str = ""
     """Public base URL of `infoguard serve` (e.g. https://bot.example.gov.cn); case pages live
     under /cases/ there."""

@@ -18,10 +18,15 @@ from pydantic import BaseModel, ValidationError
 from bot.errors import ContentError
 from bot.models import Button
 from bot.report_schema import REPORT_FILE, ReportFlow, load_report_flow
-from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, explain
+from bot.schema import BotFile, BotTexts, Case, Entry, Lexicon, RedFlagFile, SmallTalk, explain
 
 LEXICON_FILE = "_lexicon.yaml"
 BOT_FILE = "_bot.yaml"
+RED_FLAGS_FILE = "_red_flags.yaml"
+MAX_ANSWER_CHARS = 450
+"""An answer with its 法律依据 line, in characters other than spaces: one phone screen."""
+MAX_LEAD_CHARS = 80
+"""The first paragraph (the action): what shows before the user scrolls."""
 NO_ID = "-"
 
 # A run of digits that could be a phone number, not a count, amount, year or article.
@@ -43,6 +48,9 @@ class Content:
     knowledge_dir: Path
     report: ReportFlow | None = None
     """The report guidance flow (_report.yaml); None when the folder has none."""
+    red_flags: RedFlagFile | None = None
+    """The "is this a scam?" table (_red_flags.yaml); None when the folder has none."""
+    smalltalk: tuple[SmallTalk, ...] = ()
 
 
 def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
@@ -71,12 +79,25 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     problems += _check_references(entries, entry_files, cases)
     if bot_file:
         problems += _check_numbers(entries, entry_files, official)
+    problems += _check_lengths(entries, entry_files)
     report, report_problems = load_report_flow(knowledge_dir / REPORT_FILE, official, entries)
     problems += report_problems
+    red_flags = _load_red_flags(knowledge_dir / RED_FLAGS_FILE, entries, official, problems)
     if problems or lexicon is None or bot_file is None:
         raise ContentError(problems)
     menu = tuple(Button(m.label, m.payload) for m in bot_file.menu)
-    return Content(entries, cases, lexicon, bot_file.texts, menu, official, knowledge_dir, report)
+    return Content(
+        entries,
+        cases,
+        lexicon,
+        bot_file.texts,
+        menu,
+        official,
+        knowledge_dir,
+        report,
+        red_flags,
+        tuple(bot_file.smalltalk),
+    )
 
 
 def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:
@@ -181,3 +202,81 @@ def _check_numbers(
         for number in _NUMBER_LIKE.findall(e.answer)
         if number not in official and not re.fullmatch(r"(19|20)[0-9]{2}", number)
     ]
+
+
+def legal_basis(entry: Entry) -> str:
+    """The 法律依据 line rendered under an answer ("" when the entry cites nothing)."""
+    if not entry.sources:
+        return ""
+    return "法律依据：" + "；".join(dict.fromkeys(s.cite() for s in entry.sources))
+
+
+def _visible_chars(text: str) -> int:
+    return len(re.sub(r"\s", "", text))
+
+
+def _check_lengths(entries: dict[str, Entry], entry_files: dict[str, str]) -> list[str]:
+    """One phone screen: the action first (a short first paragraph), the whole answer bounded."""
+    problems: list[str] = []
+    for e in entries.values():
+        where = f"{entry_files[e.id]}: {e.id}: answer"
+        total = _visible_chars(e.answer) + _visible_chars(legal_basis(e))
+        if total > MAX_ANSWER_CHARS:
+            problems.append(
+                f"{where}: {total} characters with its 法律依据 line, over {MAX_ANSWER_CHARS}"
+            )
+        lead = _visible_chars(e.answer.strip().split("\n\n")[0])
+        if lead > MAX_LEAD_CHARS:
+            problems.append(
+                f"{where}: first paragraph has {lead} characters, over {MAX_LEAD_CHARS}: "
+                "put the action first, in a short paragraph"
+            )
+    return problems
+
+
+def _load_red_flags(
+    path: Path, entries: dict[str, Entry], official: frozenset[str], problems: list[str]
+) -> RedFlagFile | None:
+    """The red-flag table, if the folder has one; problems named by flag id and field."""
+    if not path.exists():
+        return None
+    ok, raw = _read_yaml(path, problems)
+    if not ok:
+        return None
+    try:
+        table = RedFlagFile.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_describe_red_flags(path.name, raw, exc))
+        return None
+    file = path.name
+    for entry_id in [table.check_entry, *table.fraud_entries]:
+        if entry_id not in entries:
+            problems.append(f"{file}: {NO_ID}: entries: no entry with id {entry_id!r}")
+    ids = [f.id for f in table.flags]
+    problems += [
+        f"{file}: {i}: id: duplicate flag id" for i in dict.fromkeys(ids) if ids.count(i) > 1
+    ]
+    texts = [("-", "texts", t) for t in table.texts.model_dump().values()]
+    texts += [(f.id, "explain", f.explain) for f in table.flags]
+    texts += [(g.id, "explain", g.explain) for g in table.genuine]
+    problems += [
+        f"{file}: {owner}: {field}: {number} is not a whitelisted official number"
+        for owner, field, text in texts
+        for number in _NUMBER_LIKE.findall(text)
+        if number not in official
+    ]
+    return table
+
+
+def _describe_red_flags(file: str, raw: Any, exc: ValidationError) -> Iterable[str]:
+    for err in exc.errors():
+        loc = list(err["loc"])
+        owner = NO_ID
+        if len(loc) >= 2 and loc[0] in ("flags", "genuine") and isinstance(loc[1], int):
+            items = raw.get(loc[0]) if isinstance(raw, dict) else None
+            item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                owner = item["id"]
+                loc = loc[2:]
+        field = ".".join(str(p) for p in loc) or "-"
+        yield f"{file}: {owner}: {field}: {explain(err)}"

@@ -8,18 +8,20 @@ It never talks to a platform and never logs or stores what the user typed.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bot import replies as payloads
 from bot.content import Content
-from bot.matcher import OUT_OF_SCOPE, Match, Matcher
+from bot.matching import Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, redact, strip_placeholders
+from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
+from bot.smalltalk import SmallTalkReplies
 from bot.storage import Storage
 from bot.text import display_clean
 
@@ -27,13 +29,7 @@ _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
 """How an outcome names a case: "case:<id>"."""
 CASE_ENTRY = "case_"
-"""How the matcher knows a case: a pseudo-entry "case_<id>" indexed by its title and names."""
-SUGGESTION_MIN_SCORE = 0.28
-"""A declined message still gets the entries scoring at least this offered as buttons."""
-MAX_SUGGESTIONS = 3
-CASE_MARGIN = 0.15
-"""How far behind the best topic a case may score and still be chosen, when asked about."""
-_CASE_WORDS = re.compile("[案判]")
+"""How the matcher knows a case: a pseudo-entry "case_<id>" trained on its title and names."""
 
 
 def _no_url(case_id: str) -> str | None:
@@ -49,12 +45,22 @@ class Engine:
         storage: Storage,
         *,
         case_url: Callable[[str], str | None] = _no_url,
+        matcher: Matcher | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
+        """`matcher` defaults to one trained on `content`, its model cached in `cache_dir`
+        (default: `bot.config.default_cache_dir()`)."""
         self.content = content
         self.storage = storage
-        self.matcher = Matcher(self._matchable_entries(content), content.lexicon)
+        self.matcher = matcher or Matcher(
+            self._matchable_entries(content),
+            content.lexicon,
+            cache_dir=cache_dir,
+        )
         self.build = ReplyBuilder(content, case_url)
         self.guide = ReportGuide(content)
+        self.red_flags = RedFlags(content.red_flags)
+        self.smalltalk = SmallTalkReplies(content.smalltalk)
 
     @staticmethod
     def _matchable_entries(content: Content) -> list[Entry]:
@@ -160,31 +166,53 @@ class Engine:
     async def _answer(
         self, message: IncomingMessage, text: str, session: dict[str, Any]
     ) -> Outcome:
+        chat = self.smalltalk.reply_to(text)
+        if chat is not None:
+            return Outcome([Reply(chat)], "smalltalk", 1.0)
         match = self.matcher.match(strip_placeholders(text))
-        case_id = self._case_asked_about(text, match)
+        case_id = self._case_of(match.entry_id)
         if case_id:
             case = self.content.cases[case_id]
             return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
         if match.entry_id is None:
             if not self.matcher.content_of(text):
                 return Outcome([self._welcome()], "greeting", 1.0)
-            return self._fallback(match.score, match.ranking)
+            kind = match.decision.kind if match.decision is not None else "decline"
+            if kind == "urgent":
+                return Outcome(self.guide.emergency(), "emergency", match.score)
+            checked = self.red_flags.rescue(text)  # a pasted scam SMS gets the scam check
+            if checked in self.content.entries:
+                entry = self.content.entries[checked]
+                return await self._entry_outcome(message, entry, match.score, (), session, text)
+            if kind == "clarify":
+                return self._clarify(match)
+            return self._fallback(match.score)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
         return await self._entry_outcome(message, entry, match.score, also, session, text=text)
 
-    def _case_asked_about(self, text: str, match: Match) -> str | None:
-        """The case a message is about: the best match, or, when the message speaks of a case
-        (案, 判), a case close behind the best topic entry."""
-        if match.entry_id is None:
+    def _case_of(self, entry_id: str | None) -> str | None:
+        """The case a matched pseudo-entry stands for, if it is one."""
+        if entry_id is None or not entry_id.startswith(CASE_ENTRY):
             return None
-        top = match.ranking[0][1] if match.ranking else 0.0
-        for entry_id, score in match.ranking[: 3 if _CASE_WORDS.search(text) else 1]:
-            case_id = entry_id.removeprefix(CASE_ENTRY)
-            is_case = entry_id.startswith(CASE_ENTRY) and case_id in self.content.cases
-            if is_case and score >= top - CASE_MARGIN:
-                return case_id
-        return None
+        case_id = entry_id.removeprefix(CASE_ENTRY)
+        return case_id if case_id in self.content.cases else None
+
+    def _clarify(self, match: Match) -> Outcome:
+        """ "您是想问：" with the likeliest entries (or cases) as buttons; not an answer."""
+        assert match.decision is not None
+        buttons = []
+        for option in match.decision.options:
+            case_id = self._case_of(option)
+            if case_id:
+                case = self.content.cases[case_id]
+                buttons.append(Button(case.title, payloads.CASE + case_id))
+            elif option in self.content.entries:
+                buttons.append(Button(self.content.entries[option].title, payloads.ENTRY + option))
+        if not buttons:
+            return self._fallback(match.score)
+        reply = Reply(self.content.texts.did_you_mean, tuple(buttons))
+        return Outcome([reply], None, match.score, True, "clarify")
 
     async def _entry_outcome(
         self,
@@ -207,6 +235,8 @@ class Engine:
             return Outcome([self._welcome()], entry.id, score)
         # Its report button carries the choices the message made clear (option ids, no text).
         reply = self.guide.carry_choices(self.build.answer(entry, also=also), text)
+        # "这是不是诈骗" (or a fraud type with several signs): the red flags the message shows.
+        reply = self.red_flags.annotate(entry.id, reply, text)
         if entry.intent == "list_cases":
             cases = self.build.case_list(1)
             reply = Reply(f"{reply.text}\n\n{cases.text}", cases.buttons)
@@ -224,24 +254,10 @@ class Engine:
         texts = self.content.texts
         return Reply(texts.welcome, self.content.menu)
 
-    def _fallback(self, score: float, ranking: tuple[tuple[str, float], ...] = ()) -> Outcome:
-        """Decline honestly; offer the topics the message came closest to, if any came close,
-        and the main menu otherwise."""
+    def _fallback(self, score: float) -> Outcome:
+        """Decline honestly, saying what the bot can do, with the main menu."""
         texts = self.content.texts
-        if ranking and ranking[0][0] == OUT_OF_SCOPE:
-            ranking = ()
-        likely = [
-            self.content.entries[e]
-            for e, s in ranking
-            if s >= SUGGESTION_MIN_SCORE and e in self.content.entries
-        ][:MAX_SUGGESTIONS]
-        if not likely:
-            return Outcome([Reply(texts.fallback, self.content.menu)], None, score, True)
-        buttons = tuple(Button(e.title, payloads.ENTRY + e.id) for e in likely)
-        reply = Reply(
-            f"{texts.fallback.strip()}\n\n{texts.clarify}", buttons + self.content.menu[:1]
-        )
-        return Outcome([reply], None, score, True)
+        return Outcome([Reply(texts.fallback, self.content.menu)], None, score, True, "decline")
 
     async def _subscribe(self, message: IncomingMessage) -> Outcome:
         new = await self.storage.subscribe(message.channel, message.user_id)

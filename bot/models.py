@@ -54,4 +54,6 @@ class Outcome:
     """The knowledge entry answered, or None."""
     score: float = 0.0
     fallback: bool = False
-    """True when the bot declined because nothing fitted."""
+    """True when the bot gave no confident answer: it declined, or asked which topic was meant."""
+    decision: str = "answer"
+    """"answer", "clarify" (您是想问：…) or "decline"; built-in replies count as answers."""

@@ -140,7 +140,7 @@ def _card(case: Case) -> str:
     return f"""<li><a class="card" href="{_e(case.id)}">
 {_labels(case)}
 <h2>{_e(case.title)}</h2>
-<p class="meta">{_e(case.court)} · {_date(case.date)}</p>
+<p class="meta">{_e(case.court)} · {_date(case.date)}{_e(case.date_means or "")}</p>
 <p>{_e(case.summary)}</p>
 </a></li>"""
 
@@ -159,7 +159,7 @@ def render_case(case: Case, footnote: str) -> str:
     body = f"""<article>
 {_labels(case)}
 <h1 id="case-title">{_e(case.title)}</h1>
-<p class="meta">{_e(case.court)} · {_date(case.date)}</p>
+<p class="meta">{_e(case.court)} · {_date(case.date)}{_e(case.date_means or "")}</p>
 <p class="summary" id="summary">{_e(case.summary)}</p>
 <section id="facts"><h2>案情</h2>
 {_rich(case.facts)}

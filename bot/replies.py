@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from bot.content import Content
+from bot.content import Content, legal_basis
 from bot.models import Button, CaseCard, Reply
 from bot.schema import Case, Entry
 
@@ -29,10 +29,8 @@ class ReplyBuilder:
         self.case_url = case_url
 
     def citation(self, entry: Entry) -> str:
-        if not entry.sources:
-            return ""
-        cites = "；".join(dict.fromkeys(s.cite() for s in entry.sources))
-        return f"\n\n法律依据：{cites}"
+        line = legal_basis(entry)
+        return f"\n\n{line}" if line else ""
 
     def answer(self, entry: Entry, *, also: Sequence[str] = ()) -> Reply:
         """An entry's answer, its legal basis, and buttons for what to read or do next."""
@@ -65,7 +63,8 @@ class ReplyBuilder:
         articles = "；".join(dict.fromkeys(a.cite() for a in case.articles))
         sources = "；".join(s.name for s in case.sources)
         text = (
-            f"【以案释法】{case.title}{label}\n{case.court}｜{case.date}｜{case.kind}\n\n"
+            f"【以案释法】{case.title}{label}\n"
+            f"{case.court}｜{case.date}{case.date_means or ''}｜{case.kind}\n\n"
             f"{case.summary.strip()}\n\n法律要点：{case.legal_point.strip()}\n\n"
             f"提醒您：{case.lesson.strip()}\n\n适用法条：{articles}\n来源：{sources}"
         )

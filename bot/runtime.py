@@ -52,6 +52,6 @@ async def running_engine(
     else:
         storage = await open_configured_storage(settings)
     try:
-        yield Engine(content, storage, case_url=settings.case_url)
+        yield Engine(content, storage, case_url=settings.case_url, cache_dir=settings.cache_dir)
     finally:
         await storage.close()

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -33,7 +40,7 @@ class LegalSource(Strict):
     note: Text | None = None
 
     def cite(self) -> str:
-        law = self.law if self.law.startswith(("《", "两高《")) else f"《{self.law}》"
+        law = self.law if "《" in self.law else f"《{self.law}》"
         return f"{law}{self.article}"
 
 
@@ -76,6 +83,10 @@ class Case(Strict):
     kind: CaseKind
     court: Text
     date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]
+    date_means: Literal["判决", "发布", "起诉", "答复"] | None = None
+    """What the date is: the judgment, the publication as a typical case, the indictment, the
+    reply letter. Shown after the date, so a trial court is never paired with an unlabelled
+    publication date."""
     local: bool = False
     summary: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
     facts: Text
@@ -118,6 +129,8 @@ class BotTexts(Strict):
     welcome: Text
     fallback: Text
     clarify: Text
+    did_you_mean: Text = "您是想问："
+    """Heads the buttons offered when a message could mean two or three topics."""
     pii_warning: Text
     related_heading: Text
     cases_heading: Text
@@ -137,6 +150,13 @@ class MenuItem(Strict):
     payload: Text
 
 
+class SmallTalk(Strict):
+    """Phrases that are small talk (谢谢, 再见) and the short reply they get."""
+
+    phrases: list[Text] = Field(min_length=1)
+    reply: Text
+
+
 class BotFile(Strict):
     """knowledge/_bot.yaml: the bot's wording, main menu and official-number whitelist."""
 
@@ -144,6 +164,64 @@ class BotFile(Strict):
     menu: list[MenuItem]
     official_numbers: list[str]
     """The only phone numbers the bot may print: the whitelisted official channels."""
+    smalltalk: list[SmallTalk] = []
+
+
+class RedFlag(Strict):
+    """One red flag of the "is this a scam?" check: the words that show it, and what it means."""
+
+    id: Identifier
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=24)]
+    weight: Literal["strong", "medium"]
+    phrases: list[Text] = []
+    patterns: list[Text] = []
+    """Regular expressions, for signs that are a combination (验证码 … 发给我)."""
+    explain: Text
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression {p!r}: {exc}") from exc
+        return patterns
+
+    @model_validator(mode="after")
+    def _has_words(self) -> RedFlag:
+        if not self.phrases and not self.patterns:
+            raise ValueError("a flag needs phrases or patterns")
+        return self
+
+
+class GenuineSignal(Strict):
+    """A sign of a genuine police warning (12381 SMS, 96110 call): said so, never flagged."""
+
+    id: Identifier
+    phrases: list[Text] = Field(min_length=1)
+    explain: Text
+
+
+class RedFlagTexts(Strict):
+    likely: Text
+    likely_verdict: Text
+    single: Text
+    single_verdict: Text
+    none: Text
+    verify: Text
+
+
+class RedFlagFile(Strict):
+    """knowledge/_red_flags.yaml: the red-flag table and the wording of the check's verdict."""
+
+    check_entry: Identifier
+    """The entry whose answer is the check ("这是不是诈骗")."""
+    fraud_entries: list[Identifier] = []
+    """Entries whose answer also lists the flags when a message shows two or more."""
+    texts: RedFlagTexts
+    flags: list[RedFlag] = Field(min_length=1)
+    genuine: list[GenuineSignal] = []
 
 
 def explain(err: ErrorDetails) -> str:

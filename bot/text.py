@@ -20,6 +20,11 @@ def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
 
 
+def to_simplified(text: str) -> str:
+    """Traditional characters converted to simplified (OpenCC t2s)."""
+    return _t2s().convert(text)
+
+
 class Normalizer:
     """Turns a raw message into the canonical form that the knowledge base is indexed in."""
 

@@ -22,6 +22,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MINI = Path(__file__).resolve().parent / "data" / "mini"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def model_cache() -> Path:
+    """One folder of trained matchers for the whole run (and the commands it starts): each
+    knowledge base is trained once, and kept between runs on this checkout."""
+    folder = ROOT / ".cache" / "test-models"
+    os.environ["INFOGUARD_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def mini_dirs(tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the mini knowledge base (real _bot.yaml and _lexicon.yaml) and its cases."""

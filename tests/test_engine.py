@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import matcher
 from bot.engine import Engine
+from bot.matching import Thresholds
 from bot.models import IncomingMessage, Reply
 from bot.replies import render_plain
 
@@ -87,17 +87,19 @@ async def test_sessions_are_per_user_and_channel(mini_engine: Engine) -> None:
     assert other[0].text.startswith("抱歉")
 
 
-async def test_a_near_miss_is_declined_with_likely_topics(
+async def test_an_unsure_match_asks_which_topic_was_meant(
     mini_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Demand more confidence than the message earns: the bot must decline, yet point to the
-    # topic it came closest to instead of the bare menu.
-    monkeypatch.setattr(matcher, "ANSWER_THRESHOLD", 0.95)
+    # Demand more confidence than the message earns: the bot must not answer, but ask with the
+    # likeliest topic first instead of refusing.
+    policy = mini_engine.matcher.policy
+    monkeypatch.setattr(policy, "thresholds", Thresholds(answer=0.999, clarify=0.01))
     outcome = await mini_engine.respond(IncomingMessage("console", "u", "被骗子骗了好多钱"))
     assert outcome.fallback
+    assert outcome.decision == "clarify"
     payloads = [b.payload for b in outcome.replies[0].buttons]
     assert payloads[0] == "#entry:fraud_now"
-    assert "您是不是想问" in outcome.replies[0].text
+    assert outcome.replies[0].text.startswith("您是想问")
 
 
 async def test_far_off_topic_gets_the_menu(mini_engine: Engine) -> None:

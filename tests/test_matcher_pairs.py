@@ -11,7 +11,7 @@ import pytest
 from benchmarks.matcher_quality import grade, load_pairs
 from bot.config import Settings
 from bot.engine import Engine
-from bot.matcher import Matcher
+from bot.matching import Matcher
 from bot.runtime import load, running_engine
 
 

@@ -543,8 +543,8 @@ def scenario(raw: dict[str, Any], scenario_id: str) -> dict[str, Any]:
         ),
         (lambda r: state(r, "money").pop("ask"), "_report.yaml: money: ask: missing"),
         (
-            lambda r: scenario(r, "spam")["steps"].append({"text": "请拨打 12345 咨询"}),
-            "_report.yaml: spam: steps.4.text: 12345 is not a whitelisted official number",
+            lambda r: scenario(r, "spam")["steps"].append({"text": "请拨打 12399 咨询"}),
+            "_report.yaml: spam: steps.4.text: 12399 is not a whitelisted official number",
         ),
         (
             lambda r: scenario(r, "app")["steps"].append({"text": "登录 www.12321.cn 举报"}),
@@ -580,11 +580,11 @@ def test_flow_problems_name_the_state_and_field(tmp_path: Path, change: Any, exp
 def test_all_flow_problems_are_reported_at_once(tmp_path: Path) -> None:
     def change(raw: dict[str, Any]) -> None:
         state(raw, "money")["colour"] = "red"
-        scenario(raw, "spam")["steps"][0]["text"] = "请拨打 12345 咨询"
+        scenario(raw, "spam")["steps"][0]["text"] = "请拨打 12399 咨询"
 
     problems = broken(tmp_path, change)
     assert "_report.yaml: money: colour: unknown key" in problems
-    assert any(p.startswith("_report.yaml: spam: steps.0.text: 12345 is not") for p in problems)
+    assert any(p.startswith("_report.yaml: spam: steps.0.text: 12399 is not") for p in problems)
 
 
 def test_without_a_flow_file_the_guide_still_sends_to_110(tmp_path: Path) -> None:

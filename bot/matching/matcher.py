@@ -1,0 +1,189 @@
+"""The matcher: runs the steps in order, from a raw message to a decision.
+
+normalise → n-gram features → cheap model; if it is not sure, the sentence encoder and the
+full model → decide (answer / clarify / decline, urgency first). Building a `Matcher` loads
+the cached model for this knowledge base or trains (and calibrates) one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from bot.config import default_cache_dir
+from bot.matching.decide import Decision, Policy, Thresholds
+from bot.matching.encode import SentenceEncoder
+from bot.matching.model import OUT_OF_SCOPE, Hyper, IntentModel, TrainingSet, train
+from bot.matching.normalise import Prepared, Preparer
+from bot.schema import Entry, Lexicon
+
+_LOGGER = logging.getLogger(__name__)
+RANKING = 5
+_ENCODERS: dict[Path, SentenceEncoder] = {}
+
+__all__ = ["OUT_OF_SCOPE", "Match", "Matcher"]
+
+
+def shared_encoder(cache_dir: Path) -> SentenceEncoder:
+    """One encoder per cache folder and process: its weights are 100 MB."""
+    if cache_dir not in _ENCODERS:
+        _ENCODERS[cache_dir] = SentenceEncoder(cache_dir)
+    return _ENCODERS[cache_dir]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The matcher's verdict on one message."""
+
+    entry_id: str | None
+    """The entry to answer, or None (clarify or decline)."""
+    score: float
+    """The probability behind the decision."""
+    also: tuple[str, ...] = ()
+    """Other entries the message is about (each won a clause of its own)."""
+    ranking: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+    """The likeliest classes with their probabilities, out-of-scope included."""
+    decision: Decision | None = None
+    used_encoder: bool = False
+
+
+class Matcher:
+    """Trained on the entries' example questions and keywords and the out-of-scope exemplars."""
+
+    def __init__(
+        self,
+        entries: Iterable[Entry],
+        lexicon: Lexicon,
+        *,
+        cache_dir: Path | None = None,
+        hyper: Hyper | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.prepare = Preparer(lexicon)
+        self.cache_dir = cache_dir = cache_dir or default_cache_dir()
+        self.encoder = shared_encoder(cache_dir)
+        entries = list(entries)
+        self.priorities = {e.id: e.priority for e in entries}
+        self.training = self._training_texts(entries, lexicon)
+        self.hyper = hyper or Hyper()
+        self.model = self._model(progress or (lambda message: _LOGGER.info("%s", message)))
+        self.thresholds = Thresholds(**self.model.meta["thresholds"])
+        self.policy = Policy(self.model.classes, self.priorities, self.thresholds)
+
+    def _training_texts(
+        self, entries: list[Entry], lexicon: Lexicon
+    ) -> tuple[list[str], list[str]]:
+        texts: list[str] = []
+        labels: list[str] = []
+        seen: set[tuple[str, str]] = set()
+
+        def add(text: str, label: str) -> None:
+            form = self.prepare.example(text)
+            if form and (form, label) not in seen:
+                seen.add((form, label))
+                texts.append(form)
+                labels.append(label)
+
+        for entry in entries:
+            for text in [*entry.questions, *entry.keywords]:
+                add(text, entry.id)
+        for text in lexicon.out_of_scope:
+            add(text, OUT_OF_SCOPE)
+        return texts, labels
+
+    def _model(self, progress: Callable[[str], None]) -> IntentModel:
+        from bot.matching import calibrate
+
+        texts, labels = self.training
+        unencoded = TrainingSet(tuple(texts), tuple(labels), np.zeros((0, 0), np.float32))
+        fingerprint = unencoded.fingerprint(
+            self.encoder.version, self.hyper, calibrate.SETTINGS_KEY
+        )
+        path = self.cache_dir / f"model-{fingerprint}.npz"
+        model = IntentModel.load(path)
+        if model is not None:
+            return model
+        started = time.perf_counter()
+        progress(f"training the matcher on {len(texts)} examples (once per knowledge edit)")
+        vectors = self.encoder.encode(texts)
+        data = TrainingSet(tuple(texts), tuple(labels), vectors)
+        thresholds, cv, cv_utility = calibrate.calibrated(data, self.hyper, progress)
+        model = train(
+            data,
+            self.hyper,
+            meta={
+                "thresholds": {
+                    "answer": thresholds.answer,
+                    "clarify": thresholds.clarify,
+                    "skip_encoder": thresholds.skip_encoder,
+                },
+                "cv_utility": cv_utility,
+                "fingerprint": fingerprint,
+            },
+            held_out=cv,
+        )
+        model.save(path)
+        progress(f"matcher trained in {time.perf_counter() - started:.1f} s")
+        return model
+
+    def content_of(self, message: str) -> str:
+        """The message's content after normalisation and stop phrases: empty for 你好 or ？？"""
+        return self.prepare.content(message)
+
+    def match(self, message: str) -> Match:
+        return self.match_many([message])[0]
+
+    def match_many(self, messages: Sequence[str]) -> list[Match]:
+        """Match several messages, encoding those that need the encoder in one batch."""
+        prepared = [self.prepare(m) for m in messages]
+        features = [self.model.featurizer.transform(p.content) for p in prepared]
+        cheap = [self.model.cheap(f) for f in features]
+        unsure = [
+            i
+            for i, p in enumerate(prepared)
+            if p.content and float(cheap[i].max()) < self.thresholds.skip_encoder
+        ]
+        vectors = self.encoder.encode([prepared[i].content for i in unsure])
+        probabilities = list(cheap)
+        for row, i in enumerate(unsure):
+            probabilities[i] = self.model.full(features[i], vectors[row], cheap[i])
+        encoded = set(unsure)
+        return [self._verdict(p, probabilities[i], i in encoded) for i, p in enumerate(prepared)]
+
+    def _verdict(
+        self, prepared: Prepared, probabilities: npt.NDArray[np.float32], used_encoder: bool
+    ) -> Match:
+        if not prepared.content:
+            return Match(None, 0.0)
+        clause_features = [self.model.featurizer.transform(c) for c in prepared.clauses]
+        clause_probabilities = [self.model.cheap(f) for f in clause_features]
+        if prepared.urgent and prepared.clauses:
+            # Which clause says what happened matters here: worth the encoder on each.
+            vectors = self.encoder.encode(prepared.clauses)
+            clause_probabilities = [
+                self.model.full(f, v, c)
+                for f, v, c in zip(clause_features, vectors, clause_probabilities, strict=True)
+            ]
+        decision = self.policy.decide(
+            probabilities, urgent=prepared.urgent, clause_probabilities=clause_probabilities
+        )
+        order = np.argsort(-probabilities)[:RANKING]
+        ranking = tuple((self.model.classes[i], float(probabilities[i])) for i in order)
+        entry = decision.entry_id if decision.kind == "answer" else None
+        also: list[str] = []
+        for clause in clause_probabilities:
+            top = int(clause.argmax())
+            name = self.model.classes[top]
+            if (
+                clause[top] >= self.thresholds.answer
+                and name not in (entry, OUT_OF_SCOPE)
+                and name not in also
+            ):
+                also.append(name)
+        return Match(entry, decision.confidence, tuple(also[:2]), ranking, decision, used_encoder)
