@@ -95,10 +95,12 @@ async def process(
     )
     assert proc.stderr is not None
     try:
-        line = await asyncio.wait_for(proc.stderr.readline(), 60)
-        if ready not in line:
-            rest = await asyncio.wait_for(proc.stderr.read(), 10)
-            raise SystemExit(f"server did not start: {(line + rest).decode(errors='replace')}")
+        seen = b""
+        while ready not in seen:  # `serve` first says which channels are on
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            if not line:
+                raise SystemExit(f"server did not start: {seen.decode(errors='replace')}")
+            seen += line
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
         yield proc
     finally:

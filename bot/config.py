@@ -71,6 +71,9 @@ class Settings:
     telegram_mode: str = "polling"
     telegram_webhook_secret: str = field(default="", metadata=_SECRET)
     telegram_api_base: str = ""
+    telegram_push_rate: float = 25.0
+    """Messages a second the bot sends, pushes and replies together (Telegram allows about 30
+    a second to different chats; paid broadcasts up to 1000)."""
     push_interval_days: float = 8.0
     """Days between scheduled pushes; 0 turns them off. Eight keeps WeChat users within their
     four mass sends a calendar month."""

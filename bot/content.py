@@ -32,6 +32,9 @@ NO_ID = "-"
 # A run of digits that could be a phone number, not a count, amount, year or article.
 _NUMBER_LIKE = re.compile(r"(?<![0-9.,])[0-9][0-9-]{2,}[0-9](?![0-9.,%万元条件人张年月日岁])")
 
+# How an entry or case declares its id, for reading the ids of a file that did not parse.
+_DECLARED_ID = re.compile(r"^\s*(?:-\s+)?id:\s*[\"']?([a-z][a-z0-9_]*)", re.MULTILINE)
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -58,12 +61,15 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     problems: list[str] = []
     entries: dict[str, Entry] = {}
     entry_files: dict[str, str] = {}
+    # Ids in files or entries that did not parse: a reference to one is not reported as
+    # missing, or one syntax error would bring a line for every reference into that file.
+    unchecked: set[str] = set()
     if not knowledge_dir.is_dir():
-        raise ContentError([f"{knowledge_dir}: {NO_ID}: -: not a directory"])
+        raise ContentError([_not_a_folder(knowledge_dir)])
     for path in sorted(knowledge_dir.glob("*.yaml")):
         if path.name.startswith("_"):
             continue
-        for entry in _parse_entries(path, problems):
+        for entry in _parse_entries(path, problems, unchecked):
             if entry.id in entries:
                 problems.append(
                     f"{path.name}: {entry.id}: id: duplicate id, also in {entry_files[entry.id]}"
@@ -74,13 +80,18 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
 
     lexicon = _parse(knowledge_dir / LEXICON_FILE, Lexicon, problems)
     bot_file = _parse(knowledge_dir / BOT_FILE, BotFile, problems)
-    cases = _load_cases(cases_dir, problems)
+    cases = _load_cases(cases_dir, problems, unchecked)
     official = frozenset(bot_file.official_numbers) if bot_file else frozenset()
-    problems += _check_references(entries, entry_files, cases)
+    # Without a cases folder (reported above) no case reference can be checked.
+    problems += _check_references(
+        entries, entry_files, cases if cases_dir.is_dir() else None, unchecked
+    )
     if bot_file:
         problems += _check_numbers(entries, entry_files, official)
     problems += _check_lengths(entries, entry_files)
-    report, report_problems = load_report_flow(knowledge_dir / REPORT_FILE, official, entries)
+    report, report_problems = load_report_flow(
+        knowledge_dir / REPORT_FILE, official, entries.keys() | unchecked
+    )
     problems += report_problems
     red_flags = _load_red_flags(knowledge_dir / RED_FLAGS_FILE, entries, official, problems)
     if problems or lexicon is None or bot_file is None:
@@ -100,14 +111,29 @@ def load_content(knowledge_dir: Path, cases_dir: Path) -> Content:
     )
 
 
-def _load_cases(cases_dir: Path, problems: list[str]) -> dict[str, Case]:
+def _not_a_folder(folder: Path) -> str:
+    why = "not a directory" if folder.exists() else "does not exist"
+    return f"{folder}: {NO_ID}: -: {why}"
+
+
+def _ids_in(path: Path) -> set[str]:
+    """The ids a file that did not parse seems to declare, read as plain text."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return set()
+    return set(_DECLARED_ID.findall(text))
+
+
+def _load_cases(cases_dir: Path, problems: list[str], unchecked: set[str]) -> dict[str, Case]:
     cases: dict[str, Case] = {}
     if not cases_dir.is_dir():
-        problems.append(f"{cases_dir}: {NO_ID}: -: not a directory")
+        problems.append(_not_a_folder(cases_dir))
         return cases
     for path in sorted(cases_dir.glob("*.yaml")):
         case = _parse(path, Case, problems)
         if case is None:
+            unchecked.add(path.stem)  # a case's id is its file name
             continue
         if case.id != path.stem:
             problems.append(f"{path.name}: {case.id}: id: must match the file name ({path.stem})")
@@ -140,13 +166,16 @@ def _parse(path: Path, model: type[M], problems: list[str]) -> M | None:
         return None
 
 
-def _parse_entries(path: Path, problems: list[str]) -> list[Entry]:
-    """Each entry is validated on its own, so one bad entry does not hide the others."""
+def _parse_entries(path: Path, problems: list[str], unchecked: set[str]) -> list[Entry]:
+    """Each entry is validated on its own, so one bad entry does not hide the others; the ids
+    of what did not parse go into `unchecked`."""
     ok, raw = _read_yaml(path, problems)
     if not ok:
+        unchecked |= _ids_in(path)
         return []
     if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list) or not raw["entries"]:
         problems.append(f"{path.name}: {NO_ID}: entries: must be a non-empty list of entries")
+        unchecked |= _ids_in(path)
         return []
     problems += [f"{path.name}: {NO_ID}: {key}: unknown key" for key in raw if key != "entries"]
     entries: list[Entry] = []
@@ -156,6 +185,8 @@ def _parse_entries(path: Path, problems: list[str]) -> list[Entry]:
         except ValidationError as exc:
             fallback = f"#{number}"
             problems.extend(_describe(path.name, item, exc, fallback))
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                unchecked.add(item["id"])
     return entries
 
 
@@ -168,26 +199,31 @@ def _describe(file: str, raw: Any, exc: ValidationError, fallback: str = NO_ID) 
 
 
 def _check_references(
-    entries: dict[str, Entry], entry_files: dict[str, str], cases: dict[str, Case]
+    entries: dict[str, Entry],
+    entry_files: dict[str, str],
+    cases: dict[str, Case] | None,
+    unchecked: set[str],
 ) -> list[str]:
+    """References to ids that exist nowhere; ids in what did not parse (`unchecked`) may
+    well exist and are not reported, nor are references to cases when `cases` is None."""
     problems: list[str] = []
     for entry in entries.values():
         file = entry_files[entry.id]
         problems += [
             f"{file}: {entry.id}: related: no entry with id {r!r}"
             for r in entry.related
-            if r not in entries
+            if r not in entries and r not in unchecked
         ]
         problems += [
             f"{file}: {entry.id}: cases: no case with id {c!r}"
             for c in entry.cases
-            if c not in cases
+            if cases is not None and c not in cases and c not in unchecked
         ]
-    for case in cases.values():
+    for case in (cases or {}).values():
         problems += [
             f"{case.id}.yaml: {case.id}: related: no entry with id {r!r}"
             for r in case.related
-            if r not in entries
+            if r not in entries and r not in unchecked
         ]
     return problems
 

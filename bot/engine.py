@@ -7,23 +7,24 @@ It never talks to a platform and never logs or stores what the user typed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bot import replies as payloads
+from bot.choices import chosen_payload, no_such_choice
 from bot.content import Content
 from bot.matching import Match, Matcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
-from bot.pii import find_personal_data, redact, strip_placeholders
+from bot.pii import find_personal_data, quoted_from_someone_else, redact, strip_placeholders
 from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
 from bot.smalltalk import SmallTalkReplies
 from bot.storage import Storage
-from bot.text import display_clean
 
 _LOGGER = logging.getLogger(__name__)
 CASE_PREFIX = "case:"
@@ -89,10 +90,11 @@ class Engine:
         session = stored or {}
         outcome = await self._route(message, text, session)
         if findings:
-            warning = Reply(self.content.texts.pii_warning)
-            outcome = Outcome(
-                [*outcome.replies, warning], outcome.entry_id, outcome.score, outcome.fallback
-            )
+            # "13812345678给我打电话" quotes the scammer: "don't send your number" would not fit.
+            other = quoted_from_someone_else(message.text, findings)
+            texts = self.content.texts
+            warning = Reply(texts.pii_warning_other if other else texts.pii_warning)
+            outcome = dataclasses.replace(outcome, replies=[*outcome.replies, warning])
         await self._remember_options(
             message, session, outcome.replies, had_session=stored is not None
         )
@@ -113,25 +115,26 @@ class Engine:
             return Outcome(self.guide.emergency(), "emergency", 1.0)
         if payload:
             return await self._on_payload(message, payload, session)
+        # A number that picks no option shown (the report guidance asks its own again).
+        unavailable = None if "flow" in session else self._no_such_choice(text, session)
+        if unavailable is not None:
+            return Outcome([unavailable], "no_such_choice", 1.0)
         if "flow" in session:
             step = self.guide.step(session["flow"], text)
             if not step.passthrough:
                 return self._after_flow_step(step, session)
             answer = await self._answer(message, text, session)
-            return Outcome(
-                [*answer.replies, *step.replies], answer.entry_id, answer.score, answer.fallback
-            )
+            return dataclasses.replace(answer, replies=[*answer.replies, *step.replies])
         return await self._answer(message, text, session)
 
     @staticmethod
     def _payload_for(text: str, session: dict[str, Any]) -> str | None:
         if text.startswith("#"):
             return text
-        options = session.get("options") or []
-        choice = display_clean(text)
-        if choice.isdigit() and 1 <= int(choice) <= len(options):
-            return str(options[int(choice) - 1])
-        return None
+        return chosen_payload(text, session)
+
+    def _no_such_choice(self, text: str, session: dict[str, Any]) -> Reply | None:
+        return no_such_choice(text, session, self.content.texts.no_such_choice, self.content.menu)
 
     async def _on_payload(
         self, message: IncomingMessage, payload: str, session: dict[str, Any]
@@ -284,8 +287,10 @@ class Engine:
         options = [b.payload for r in replies for b in r.buttons]
         if options:
             session["options"] = options
+            session["labels"] = [b.label for r in replies for b in r.buttons]  # to show again
         elif "options" in session and "flow" not in session:
             session.pop("options")
+            session.pop("labels", None)
         if session:
             await self.storage.put_session(message.channel, message.user_id, session)
         elif had_session:

@@ -132,6 +132,11 @@ class BotTexts(Strict):
     did_you_mean: Text = "您是想问："
     """Heads the buttons offered when a message could mean two or three topics."""
     pii_warning: Text
+    pii_warning_other: Text
+    """The warning when the numbers are, by the words around them, someone else's (the
+    scammer's phone or account): no "don't send your number"."""
+    no_such_choice: Text
+    """For a number that matches no option shown; the options (or the menu) follow."""
     related_heading: Text
     cases_heading: Text
     also_mentioned: Text

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from bot.channels import telegram, wechat
 from bot.channels.registry import build_senders
 from bot.channels.telegram import add_telegram
 from bot.channels.wechat import add_wechat
@@ -27,9 +29,9 @@ from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.pages import add_case_pages
 from bot.push import push_order
-from bot.runtime import open_push_storage, push_runs_here, running_engine
+from bot.runtime import open_configured_storage, open_push_store, running_engine
 from bot.schedule import run_scheduled_push
-from bot.storage import SqliteStorage
+from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_SECONDS = 15.0
@@ -49,6 +51,7 @@ WORKER_HEADER = "X-InfoGuard-Worker"
 def build_app(engine: Engine, settings: Settings, *, worker: int | None = None) -> web.Application:
     middlewares = [_worker_header(worker)] if worker is not None else []
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    app.router.add_get("/", _to_case_pages)
     add_case_pages(app, engine.content)
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
@@ -65,13 +68,53 @@ def _worker_header(worker: int) -> Any:
     return add_header
 
 
+async def _to_case_pages(request: web.Request) -> web.Response:
+    """The server's only public face is the case pages; relative, so a path prefix holds."""
+    raise web.HTTPFound("cases/")
+
+
+def startup_lines(settings: Settings) -> list[str]:
+    """What `infoguard serve` says before serving: each channel on or off, and why; the
+    schedule of pushes."""
+    days = settings.push_interval_days
+    pushing = [
+        name
+        for name, able in (
+            ("WeChat", settings.wechat_app_id and settings.wechat_secret),
+            ("Telegram", settings.telegram_token),
+        )
+        if able
+    ]
+    if days <= 0:
+        push = "scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0"
+    elif not pushing:
+        push = "scheduled push off: no channel to push on"
+    else:
+        push = f"scheduled push: every {days:g} days on {', '.join(pushing)}"
+    return [wechat.status(settings), telegram.status(settings), "case pages at /cases/", push]
+
+
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """Access log without query strings: WeChat puts the user's openid in the query."""
+    """Access log without query strings: WeChat puts the user's openid in the query. The path
+    is logged with control characters escaped: a decoded `%0a` would start a forged log line."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         self.logger.info(
-            "%s %s %d %.1fms", request.method, request.path, response.status, time * 1000
+            "%s %s %d %.1fms",
+            loggable(request.method),
+            loggable(request.path),
+            response.status,
+            time * 1000,
         )
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+
+
+def loggable(text: str, limit: int = 200) -> str:
+    """`text` on one line: control characters (and the backslash) as escapes, cut at `limit`."""
+    text = text[:limit]
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 async def serve(
@@ -109,6 +152,9 @@ async def serve(
             # collector's full passes, which otherwise stall every request now and then.
             gc.collect()
             gc.freeze()
+            if worker in (None, 1):  # the first worker speaks for all
+                for line in startup_lines(settings):
+                    print(f"infoguard: {line}", file=sys.stderr)
             if worker is None:
                 print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
             if ready_fd is not None:
@@ -147,17 +193,15 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
     """
     if settings.push_interval_days <= 0:
         return
-    if not push_runs_here(settings):
-        _LOGGER.warning("scheduled push off: the push ledger is not yet on PostgreSQL")
-        return
     async with _own_storage(settings) as storage:
         senders = [s for s in build_senders(settings, storage) if s.channel in PUSH_CHANNELS]
         if not senders:
             return
         cards = push_order(engine.content, settings.case_url)
         try:
+            store = await open_push_store(storage)
             await run_scheduled_push(
-                storage, cards, senders, interval_days=settings.push_interval_days
+                store, cards, senders, interval_days=settings.push_interval_days
             )
         finally:
             for sender in senders:
@@ -167,8 +211,8 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
-    storage = await open_push_storage(settings)
+async def _own_storage(settings: Settings) -> AsyncIterator[Storage]:
+    storage = await open_configured_storage(settings)
     try:
         yield storage
     finally:

@@ -50,3 +50,12 @@ class Normalizer:
 def display_clean(text: str) -> str:
     """NFKC and trimmed: the form used to compare short commands such as 订阅 or "1"."""
     return _NOT_WORD.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def readable(text: str) -> str:
+    """`text` with every lone surrogate (an undecodable byte kept by surrogateescape, a stray
+    half of a pair in JSON) as U+FFFD: the matcher's converters cannot encode those."""
+    return _SURROGATE.sub("\ufffd", text)

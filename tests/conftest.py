@@ -16,7 +16,8 @@ import pytest
 
 from bot.content import Content, load_content
 from bot.engine import Engine
-from bot.storage import SqliteStorage
+from bot.matching import Matcher
+from bot.storage import SqliteStorage, Storage, open_storage
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = Path(__file__).resolve().parent / "data" / "mini"
@@ -24,10 +25,14 @@ MINI = Path(__file__).resolve().parent / "data" / "mini"
 
 @pytest.fixture(autouse=True, scope="session")
 def model_cache() -> Path:
-    """One folder of trained matchers for the whole run (and the commands it starts): each
-    knowledge base is trained once, and kept between runs on this checkout."""
-    folder = ROOT / ".cache" / "test-models"
-    os.environ["INFOGUARD_CACHE_DIR"] = str(folder)
+    """One folder of trained matchers for the whole run and the commands it starts, kept
+    between runs on this checkout (`scripts/test` points `kb eval` at it too). The bundled
+    knowledge base is trained here, once, before any test or subprocess needs it."""
+    folder = Path(
+        os.environ.setdefault("INFOGUARD_CACHE_DIR", str(ROOT / ".cache" / "test-models"))
+    )
+    content = load_content(ROOT / "knowledge", ROOT / "cases_explained")
+    Matcher(Engine._matchable_entries(content), content.lexicon, cache_dir=folder)
     return folder
 
 
@@ -146,3 +151,27 @@ async def migrated_postgres_url() -> AsyncIterator[str]:
 async def redis_target() -> AsyncIterator[RedisTarget]:
     async with redis_namespace() as target:
         yield target
+
+
+PUSH_BACKENDS = ["sqlite", "postgres"]
+
+
+@asynccontextmanager
+async def push_database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A database for the push tests: a SQLite file, or a migrated PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite://{tmp_path / 'push.sqlite3'}"
+        return
+    async with postgres_schema(migrated=True) as url:
+        yield url
+
+
+@asynccontextmanager
+async def push_database(backend: str, tmp_path: Path) -> AsyncIterator[Storage]:
+    """A storage on `push_database_url`, closed after."""
+    async with push_database_url(backend, tmp_path) as url:
+        storage = await open_storage(url)
+        try:
+            yield storage
+        finally:
+            await storage.close()

@@ -1,8 +1,9 @@
 """A fake Telegram Bot API on 127.0.0.1 for offline end-to-end tests of the Telegram channel.
 
 It speaks the real wire format (PTB posts form data: strings raw, everything else as JSON
-text), records every call with the time it arrived, queues updates for long polling, and can
-answer a given chat with injected errors (403 Forbidden, 429 with retry_after, 400) or late.
+text), records every call with the time it arrived and what each chat received, queues updates
+for long polling, and can answer a given chat with injected errors (403 Forbidden, 429 with
+retry_after, 400) or late, or call a hook with each request before answering it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,11 @@ class FakeTelegramAPI:
     delays: dict[int, float] = field(default_factory=dict)
     """Per chat id, seconds to wait before answering (after recording the call)."""
     webhook: dict[str, Any] | None = None
+    received: dict[int, list[str]] = field(default_factory=dict)
+    """Per chat id, the text of every message delivered to it (sendMessage answered ok)."""
+    on_call: Callable[[Call], Awaitable[None]] | None = None
+    """Awaited with each call once it was carried out, before it is answered (e.g. to kill
+    the client then: the message went out, the answer is lost)."""
     commands: list[dict[str, Any]] = field(default_factory=list)
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
@@ -175,7 +181,15 @@ class FakeTelegramAPI:
         method = request.match_info["method"]
         if request.match_info["token"] != TOKEN:
             return web.json_response(error(401, "Unauthorized")[1], status=401)
-        self.calls.append(Call(method, params, time.monotonic()))
+        call = Call(method, params, time.monotonic())
+        self.calls.append(call)
+        answer = await self._carry_out(call, request)
+        if self.on_call is not None:
+            await self.on_call(call)
+        return answer
+
+    async def _carry_out(self, call: Call, request: web.Request) -> web.Response:
+        params, method = call.params, call.method
         if params.get("chat_id") in self.delays:
             await asyncio.sleep(self.delays[params["chat_id"]])
         queued = self.failures.get(params.get("chat_id"))  # type: ignore[arg-type]
@@ -217,6 +231,7 @@ class FakeTelegramAPI:
         return self._updates[: int(p.get("limit") or 100)]
 
     async def _m_sendMessage(self, p: dict[str, Any]) -> Any:
+        self.received.setdefault(int(p["chat_id"]), []).append(str(p["text"]))
         return self._bot_message(p["chat_id"], p["text"])
 
     async def _m_editMessageText(self, p: dict[str, Any]) -> Any:

@@ -1,12 +1,17 @@
-"""A fake WeChat Official Account API on 127.0.0.1 for tests: stable_token and token, customer
-service send, mass send by openid list, menu creation, each checked the way WeChat checks it,
-with faults to inject (an errcode, an HTTP status, a delay), once or on every call."""
+"""A fake WeChat Official Account API on 127.0.0.1 for tests and the push benchmark:
+stable_token and token, customer service send, mass send by openid list (2-10,000 openids; a
+clientmsgid seen before is refused with 45065 and the first msg_id, and nothing is sent), menu
+creation, each checked the way WeChat checks it, with faults to inject (an errcode, an HTTP
+status, a delay), once or on every call, a mass-send quota (45028 when used up), a hook
+called with each request after it was carried out and before it is answered, and what each
+follower received."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +38,8 @@ class Fault:
     errcode: int | None = None
     status: int = 200
     delay: float = 0.0
+    late: float = 0.0
+    """Seconds to wait after the call was carried out, before answering (a lost answer)."""
 
 
 @dataclass
@@ -42,6 +49,16 @@ class FakeWeChatAPI:
     """The one access token WeChat now accepts."""
     tokens_issued: int = 0
     clientmsgids: dict[str, int] = field(default_factory=dict)
+    received: dict[str, list[str]] = field(default_factory=dict)
+    """Per openid, the text of every message WeChat delivered to it (mass or customer service)."""
+    mass_quota: int | None = None
+    foreign_clientmsgids: int = 0
+    """The next this many new clientmsgids are answered 45065, as if another sender had used
+    them (nothing is delivered)."""
+    """Mass sends still accepted before 45028 (no quota left); None: unlimited."""
+    on_call: Callable[[Call], Awaitable[None]] | None = None
+    """Awaited with each call once it was carried out, before it is answered (e.g. to kill
+    the client then: the message went out, the answer is lost)."""
     _once: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Fault] = field(default_factory=dict)
     _server: TestServer | None = None
@@ -92,7 +109,16 @@ class FakeWeChatAPI:
             body = json.loads(raw) if raw else {}
         except ValueError:
             return _answer(47001, "data format error")
-        self.calls.append(Call(path, request.query.get("access_token"), body))
+        call = Call(path, request.query.get("access_token"), body)
+        self.calls.append(call)
+        answer = await self._carry_out(request, path, raw, body)
+        if self.on_call is not None:
+            await self.on_call(call)
+        return answer
+
+    async def _carry_out(
+        self, request: web.Request, path: str, raw: bytes, body: dict[str, Any]
+    ) -> web.Response:
         fault = self._once[path].popleft() if self._once[path] else self._always.get(path)
         if fault is not None:
             if fault.delay:
@@ -112,7 +138,10 @@ class FakeWeChatAPI:
             "message/mass/send": self._mass_send,
             "menu/create": self._menu_create,
         }.get(path)
-        return handler(body) if handler else _answer(40066, "invalid url")
+        answer = handler(body) if handler else _answer(40066, "invalid url")
+        if fault is not None and fault.late:
+            await asyncio.sleep(fault.late)
+        return answer
 
     def _issue_token(self, request: web.Request, body: dict[str, Any]) -> web.Response:
         appid = body.get("appid") or request.query.get("appid")
@@ -132,6 +161,8 @@ class FakeWeChatAPI:
             return _answer(44004, "empty content")
         if kind == "news" and len(body.get("news", {}).get("articles", [])) != 1:
             return _answer(45008, "article size out of limit")
+        text = body["text"]["content"] if kind == "text" else body["news"]["articles"][0]["title"]
+        self.received.setdefault(str(body["touser"]), []).append(text)
         return _answer(0, "ok")
 
     def _mass_send(self, body: dict[str, Any]) -> web.Response:
@@ -141,6 +172,9 @@ class FakeWeChatAPI:
         clientmsgid = str(body.get("clientmsgid", ""))
         if len(clientmsgid.encode()) > 64:
             return _answer(45067, "clientmsgid size out of limit")
+        if self.foreign_clientmsgids > 0 and clientmsgid not in self.clientmsgids:
+            self.foreign_clientmsgids -= 1
+            self.clientmsgids[clientmsgid] = 1
         if clientmsgid in self.clientmsgids:
             return web.json_response(
                 {
@@ -149,8 +183,15 @@ class FakeWeChatAPI:
                     "msg_id": self.clientmsgids[clientmsgid],
                 }
             )
+        if self.mass_quota is not None:
+            if self.mass_quota <= 0:
+                return _answer(45028, "has no masssend quota")
+            self.mass_quota -= 1
         msg_id = 1000 + len(self.clientmsgids)
         self.clientmsgids[clientmsgid] = msg_id
+        text = str(body.get("text", {}).get("content", ""))
+        for openid in dict.fromkeys(touser):
+            self.received.setdefault(str(openid), []).append(text)
         return web.json_response(
             {"errcode": 0, "errmsg": "send job submission success", "msg_id": msg_id}
         )

@@ -16,7 +16,7 @@ import pytest
 
 from bot.cli import main
 from bot.errors import ConfigError
-from bot.ledger import Ledger
+from bot.ledger import SqlitePushStore
 from bot.storage import SqliteStorage, migrate_database, open_storage
 from bot.storage.copy import TABLES, TableCopy, copy_sqlite_to_postgres
 from bot.storage.postgres import POSTGRES_MIGRATIONS
@@ -113,8 +113,8 @@ async def make_sqlite_office(path: Path) -> None:
             await storage.subscribe("wechat", f"oUser{n:03d}")
         for n in range(4):
             await storage.subscribe("telegram", str(1000 + n))
-        ledger = await Ledger.open(storage)
-        round_id = await ledger.open_round("wechat")
+        ledger = await SqlitePushStore.open(storage)
+        round_id = await ledger.open_round(["wechat", "telegram"])
         await ledger.claim_period("cases", 86400)
         users = [f"oUser{n:03d}" for n in range(10)]
         assert await ledger.claim("wechat", "case_a", users, "batch-1", round_id) == users
@@ -171,7 +171,7 @@ async def test_copy_keeps_everything_resumes_and_is_idempotent(
     assert by_table["push_deliveries"].destination == 11
 
     again = await copy_sqlite_to_postgres(path, postgres_url, batch=5)
-    assert [r.copied for r in again] == [0, 0, 0, 0]
+    assert [r.copied for r in again] == [0] * len(TABLES)
     conn = await asyncpg.connect(postgres_url)
     try:
         checkpoints = {r[0] for r in await conn.fetch("SELECT last_key FROM copy_progress")}

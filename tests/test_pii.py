@@ -64,3 +64,25 @@ async def test_engine_answers_warns_and_never_echoes(mini_engine: Engine, tmp_pa
         assert secret.encode() not in raw
     rows = sqlite3.connect(tmp_path / "engine.sqlite3").execute("SELECT * FROM sessions").fetchall()
     assert all("验证码能给吗" not in str(row) for row in rows)
+
+
+def test_numbers_typed_with_spaces_dashes_and_full_width_digits() -> None:
+    typed = {
+        "110101 19900307 8515": "id_number",
+        "１１０１０１１９９００３０７８５１Ｘ": "id_number",
+        "138-1234-5678": "mobile",
+        "１３８１２３４５６７８": "mobile",
+        "+86 139 1234 5678": "mobile",
+        "6222 0212 3456 7890 128": "bank_card",
+    }
+    for text, kind in typed.items():
+        assert [f.kind for f in find_personal_data(f"号码：{text}。")] == [kind], text
+        assert not any(c.isdigit() for c in redact(text)), text
+
+
+def test_look_alikes_that_fail_their_checks_are_still_found() -> None:
+    assert [f.kind for f in find_personal_data("11010519900307851X")] == ["id_number"]
+    assert [f.kind for f in find_personal_data(ID_WITH_BAD_CHECK)] == ["id_number"]
+    assert not passes_luhn("6222021234567890123")
+    assert [f.kind for f in find_personal_data("卡号6222021234567890123")] == ["bank_card"]
+    assert find_personal_data("2019-2020年，第12321号") == []

@@ -15,9 +15,9 @@ import pytest
 from bot.cli import main
 from bot.commands import push as push_command
 from bot.config import Settings
-from bot.ledger import Ledger
+from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
 from bot.storage import SqliteStorage
 
 CHANNEL = "fake"
@@ -27,6 +27,7 @@ class RecordingSender:
     """A fake channel: records what it delivers; users named "blocked…" have blocked the bot."""
 
     channel = CHANNEL
+    min_batch = 1
     max_batch = 2
     idempotent = True
 
@@ -35,10 +36,10 @@ class RecordingSender:
         self.closed = False
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         results: dict[str, Result] = {}
-        for user in recipients:
+        for user in await claim(recipients):
             if user.startswith("blocked"):
                 results[user] = Result(Status.UNREACHABLE, detail="forbidden")
             else:
@@ -97,7 +98,7 @@ def subscribe(path: Path, channel: str, *users: str) -> None:
 def deliveries_recorded(path: Path) -> int:
     async def run() -> int:
         storage = await SqliteStorage.open(path)
-        ledger = await Ledger.open(storage)
+        ledger = await SqlitePushStore.open(storage)
         async with ledger.db.execute("SELECT COUNT(*) FROM push_deliveries") as cur:
             row = await cur.fetchone()
         await storage.close()
@@ -190,3 +191,24 @@ def test_the_bundled_entry_point_runs(tmp_path: Path, workspace: list[str]) -> N
     )
     assert done.returncode == 0, done.stderr
     assert "console: would send 0" in done.stdout
+
+
+def test_a_push_while_another_process_pushes_sends_nothing_and_says_so(
+    workspace: list[str],
+    sender: RecordingSender,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    subscribe(database(tmp_path), CHANNEL, "a", "b")
+
+    async def held_elsewhere() -> None:
+        storage = await SqliteStorage.open(database(tmp_path))
+        store = await SqlitePushStore.open(storage)
+        assert await store.take_lease("elsewhere:1/77/beef", 600.0)
+        await storage.close()
+
+    asyncio.run(held_elsewhere())
+    assert main([*workspace, "push", "--channel", CHANNEL]) == 1
+    assert "another process is pushing (elsewhere:1/77/beef)" in capsys.readouterr().out
+    assert sender.delivered == []
+    assert deliveries_recorded(database(tmp_path)) == 0

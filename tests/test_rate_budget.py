@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import RedisTarget
 
-from bot.storage import LocalRateBudget, open_rate_budget
+from bot.storage import LocalRateBudget, RateBudget, open_rate_budget
 from bot.storage.redis import RedisRateBudget
 
 
@@ -85,3 +85,32 @@ async def test_open_rate_budget_is_shared_only_with_redis(redis_target: RedisTar
         await one.close()
         await two.close()
         await local.close()
+
+
+async def test_two_workers_telegram_throttles_keep_to_one_shared_rate(
+    redis_target: RedisTarget,
+) -> None:
+    from bot.channels.telegram_api import Throttle
+
+    waits: list[float] = []
+    clients: list[aioredis.Redis] = []
+
+    async def sleep(seconds: float) -> None:  # records what the shared budget asks to wait
+        waits.append(seconds)
+
+    def shared() -> RateBudget:
+        clients.append(aioredis.Redis.from_url(redis_target.url))
+        return RedisRateBudget(clients[-1], f"{redis_target.prefix}rate:tg", 20, sleep=sleep)
+
+    # Each worker alone would allow 1,000 a second; together they must keep to 20.
+    workers = [Throttle(1000.0, shared=shared) for _ in range(2)]
+    try:
+        await asyncio.gather(*(workers[n % 2].acquire() for n in range(30)))
+    finally:
+        for client in clients:
+            await client.aclose()
+    assert len(clients) == 2  # one budget client per worker, one key between them
+    # 30 sends at 20/s with a burst of 20: the last 10 were told to wait, up to 0.5 s (a
+    # slow machine refills a little meanwhile).
+    assert 8 <= len(waits) <= 10
+    assert 0.3 <= max(waits) <= 0.55

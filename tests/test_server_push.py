@@ -13,13 +13,14 @@ from bot.channels import registry
 from bot.config import Settings
 from bot.engine import Engine
 from bot.models import CaseCard
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
 from bot.server import _push_on_schedule
 from bot.storage import SqliteStorage
 
 
 class FakeTelegram:
     channel = "telegram"
+    min_batch = 1
     max_batch = 1
     idempotent = False
 
@@ -29,8 +30,9 @@ class FakeTelegram:
         self.closed = False
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
+        recipients = await claim(recipients)
         self.delivered += [(user, card.case_id) for user in recipients]
         self.arrived.set()
         return {user: Result(Status.SENT) for user in recipients}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
-from fake_telegram_api import TOKEN, FakeTelegramAPI, bad_request, buttons
+from fake_telegram_api import TOKEN, FakeTelegramAPI, bad_request, buttons, forbidden
 from telegram.ext import Application, ContextTypes
 
 from bot.channels import telegram as tg
@@ -279,6 +279,26 @@ async def test_blocking_the_bot_forgets_the_user(polling: FakeTelegramAPI, engin
             break
         await asyncio.sleep(0.01)
     assert not await engine.storage.is_subscribed(CHANNEL, str(CHAT))
+
+
+async def test_a_reply_refused_with_403_forgets_the_user(
+    polling: FakeTelegramAPI, engine: Engine
+) -> None:
+    await say(polling, "/subscribe")
+    await say(polling, "验证码能告诉别人吗")  # leaves numbered options in the session
+    storage = engine.storage
+    assert await storage.get_session(CHANNEL, str(CHAT)) is not None
+    polling.failures[CHAT] = [forbidden()]
+    before = len(polling.sent(CHAT))
+    polling.user_says(CHAT, "/help")
+    await polling.wait_until(lambda: len(polling.sent(CHAT)) > before)
+    for _ in range(200):
+        if not await storage.is_subscribed(CHANNEL, str(CHAT)):
+            break
+        await asyncio.sleep(0.01)
+    assert not await storage.is_subscribed(CHANNEL, str(CHAT))
+    assert await storage.get_session(CHANNEL, str(CHAT)) is None
+    # The fixture's check that no handler raised covers the rest: the 403 was handled.
 
 
 async def test_nothing_personal_reaches_the_logs(

@@ -9,13 +9,22 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from claims import Granted
 from fake_telegram_api import TOKEN, FakeTelegramAPI, bad_request, buttons, flood, forbidden
 from telegram import Bot
 from telegram.error import TimedOut
+from telegram.ext import ExtBot
 from telegram.request import HTTPXRequest
 
 from bot.channels.telegram import build_sender
-from bot.channels.telegram_api import CHANNEL, TelegramSender, api_urls, make_bot
+from bot.channels.telegram_api import (
+    CHANNEL,
+    TelegramSender,
+    Throttle,
+    ThrottledRateLimiter,
+    api_urls,
+    make_bot,
+)
 from bot.config import Settings
 from bot.models import CaseCard
 from bot.sender import Result, Sender, Status
@@ -49,7 +58,8 @@ async def sender(api: FakeTelegramAPI) -> AsyncIterator[TelegramSender]:
 
 
 async def send(sender: TelegramSender, chat_id: int, card: CaseCard = CARD) -> Result:
-    results = await sender.send(card, [str(chat_id)], batch_key=f"{card.case_id}:{chat_id}")
+    key = f"{card.case_id}:{chat_id}"
+    results = await sender.send(card, [str(chat_id)], batch_key=key, claim=Granted())
     return results[str(chat_id)]
 
 
@@ -130,7 +140,7 @@ async def test_unsent_is_retried_maybe_sent_is_raised_bad_ids_fail(api: FakeTele
     sender = TelegramSender(make_bot(unreachable))
     result = await send(sender, 901)
     assert result == Result(Status.RETRY, detail="connecterror")
-    results = await sender.send(CARD, ["not-a-chat"], batch_key="x")
+    results = await sender.send(CARD, ["not-a-chat"], batch_key="x", claim=Granted())
     assert results == {"not-a-chat": Result(Status.FAILED, detail="bad_chat_id")}
     await sender.aclose()
     # Telegram got the message but the answer timed out: it may be delivered. The sender
@@ -153,3 +163,43 @@ async def test_a_rejected_token_sends_nothing_and_says_so(
     assert "Telegram rejected TELEGRAM_TOKEN" in caplog.text
     assert api.calls == []
     await sender.aclose()
+
+
+async def test_a_flood_wait_holds_every_send_of_the_bot_even_those_queued(
+    api: FakeTelegramAPI,
+) -> None:
+    settings = Settings(telegram_token=TOKEN, telegram_api_base=api.base_url)
+    throttle = Throttle(50.0)
+    sender = TelegramSender(make_bot(settings), throttle=throttle)
+    replies = ExtBot(TOKEN, rate_limiter=ThrottledRateLimiter(throttle), **api_urls(settings))
+    await replies.initialize()
+    await send(sender, 1000)  # warm up: getMe and the connection
+    api.failures = {1001: [flood(1)]}
+    # The throttled chat goes first; nine more pushes already hold their slots behind it.
+    pushes = [send(sender, chat) for chat in range(1001, 1011)]
+    results = await asyncio.gather(*pushes, replies.send_message(1020, "回复"))
+    assert results[0] == Result(Status.RETRY, 1.0, "retry_after")
+    (flooded,) = (c.at for c in api.calls_to("sendMessage", 1001))
+    others = [c.at for c in api.calls_to("sendMessage") if c.params["chat_id"] > 1001]
+    assert len(others) == 10
+    # At most the one already on its way when the 429 came back; none other inside the wait.
+    inside = [at for at in others if flooded < at < flooded + 1.0 - SLACK]
+    assert len(inside) <= 1
+    await sender.aclose()
+    await replies.shutdown()
+
+
+async def test_replies_keep_to_the_bot_s_pace_when_many_chats_write_at_once(
+    api: FakeTelegramAPI,
+) -> None:
+    settings = Settings(telegram_token=TOKEN, telegram_api_base=api.base_url)
+    throttle = Throttle(25.0)
+    replies = ExtBot(TOKEN, rate_limiter=ThrottledRateLimiter(throttle), **api_urls(settings))
+    await replies.initialize()
+    await replies.send_message(1100, "热身")
+    await asyncio.gather(*(replies.send_message(chat, "回复") for chat in range(1101, 1141)))
+    times = sorted(c.at for c in api.calls_to("sendMessage") if c.params["chat_id"] > 1100)
+    assert len(times) == 40
+    assert times[-1] - times[0] >= 39 / 25 - SLACK  # 25 a second, not a burst
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 30
+    await replies.shutdown()

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from claims import Granted
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI, Fault
 
 from bot.channels.wechat import build_sender
@@ -135,16 +136,23 @@ async def test_outcomes_are_not_retried(fake: FakeWeChatAPI, api: WeChatAPI, err
     assert len(fake.calls_to(SEND)) == 1
 
 
-async def test_system_busy_is_retried_a_bounded_number_of_times(
+async def test_system_busy_is_retried_only_where_a_repeat_is_harmless(
     fake: FakeWeChatAPI, api: WeChatAPI
 ) -> None:
+    # -1 may come after WeChat delivered: a customer-service message is not sent again.
     fake.fail(SEND, Fault(errcode=-1))
-    await api.send_text("oA", "你好")
-    assert len(fake.calls_to(SEND)) == 2
-    fake.fail_always(SEND, Fault(errcode=-1))
-    with pytest.raises(WeChatAPIError):
+    with pytest.raises(WeChatAPIError) as caught:
         await api.send_text("oA", "你好")
-    assert len(fake.calls_to(SEND)) == 2 + api.max_attempts
+    assert caught.value.errcode == -1
+    assert len(fake.calls_to(SEND)) == 1
+    # A mass send under one clientmsgid is: retried, a bounded number of times.
+    fake.fail(MASS, Fault(errcode=-1))
+    await api.mass_send_text(["oA", "oB"], "你好", "cmid-1")
+    assert len(fake.calls_to(MASS)) == 2
+    fake.fail_always(MASS, Fault(errcode=-1))
+    with pytest.raises(WeChatAPIError):
+        await api.mass_send_text(["oA", "oB"], "你好", "cmid-2")
+    assert len(fake.calls_to(MASS)) == 2 + api.max_attempts
 
 
 async def test_timeouts_retry_only_what_is_safe_to_repeat(
@@ -270,7 +278,9 @@ async def test_mass_send_goes_to_a_batch_once_per_batch_key(
     assert sender is not None
     assert (sender.channel, sender.max_batch, sender.idempotent) == ("wechat", 10_000, True)
     users = ["oA", "oB", "oC"]
-    results = await sender.send(CARD, users, batch_key="case:mini_case:batch:1")
+    claim = Granted()
+    results = await sender.send(CARD, users, batch_key="case:mini_case:batch:1", claim=claim)
+    assert claim.claimed == users
     assert {u: r.status for u, r in results.items()} == dict.fromkeys(users, Status.SENT)
     [call] = fake.calls_to(MASS)
     assert call.body["touser"] == users and call.body["msgtype"] == "text"
@@ -280,13 +290,39 @@ async def test_mass_send_goes_to_a_batch_once_per_batch_key(
     assert clientmsgid == clientmsgid_for("case:mini_case:batch:1") and len(clientmsgid) <= 64
     assert json.loads(await storage.cache_get("wechat:mass:1000") or "{}")["recipients"] == 3
 
-    again = await sender.send(CARD, users, batch_key="case:mini_case:batch:1")
+    # The same batch again after a crash (repeat): WeChat's 45065 means it went out before.
+    again = await sender.send(
+        CARD, users, batch_key="case:mini_case:batch:1", claim=Granted(repeat=True)
+    )
     assert {r.status for r in again.values()} == {Status.SENT}
     assert {r.detail for r in again.values()} == {"duplicate"}
     assert len(fake.clientmsgids) == 1  # WeChat sent the batch once
+    assert [len(fake.received[u]) for u in users] == [1, 1, 1]
 
-    await sender.send(CARD, users, batch_key="case:mini_case:batch:2")
+    await sender.send(CARD, users, batch_key="case:mini_case:batch:2", claim=Granted())
     assert len(fake.clientmsgids) == 2
+
+
+async def test_a_45065_we_did_not_cause_is_not_counted_as_sent(
+    fake: FakeWeChatAPI, storage: SqliteStorage
+) -> None:
+    sender = build_sender(settings_for(fake), storage)
+    assert sender is not None
+    # Somebody else's send already used this clientmsgid (a first attempt under a fresh key).
+    fake.clientmsgids[clientmsgid_for("fresh-key")] = 999
+    results = await sender.send(CARD, ["oA", "oB"], batch_key="fresh-key", claim=Granted())
+    assert {r.status for r in results.values()} == {Status.DEFERRED}
+    assert fake.received == {}
+
+
+async def test_a_45065_after_our_own_timed_out_attempt_is_sent(
+    fake: FakeWeChatAPI, storage: SqliteStorage
+) -> None:
+    async with client(fake, storage, timeout=0.3) as api:
+        fake.fail(MASS, Fault(late=1.0))  # WeChat takes the job, the answer comes too late
+        msg_id, duplicate = await api.mass_send_text(["oA", "oB"], "你好", "cmid-x")
+    assert duplicate and msg_id == fake.clientmsgids["cmid-x"]
+    assert len(fake.calls_to(MASS)) == 2 and len(fake.received["oA"]) == 1
 
 
 async def test_mass_send_takes_up_to_ten_thousand(
@@ -295,16 +331,17 @@ async def test_mass_send_takes_up_to_ten_thousand(
     sender = build_sender(settings_for(fake), storage)
     assert sender is not None
     users = [f"o{i:05d}" for i in range(10_000)]
-    results = await sender.send(CARD, users, batch_key="big")
+    results = await sender.send(CARD, users, batch_key="big", claim=Granted())
     assert len(results) == 10_000 and len(fake.calls_to(MASS)[0].body["touser"]) == 10_000
     with pytest.raises(ValueError):
-        await sender.send(CARD, [*users, "oExtra"], batch_key="too-big")
+        await sender.send(CARD, [*users, "oExtra"], batch_key="too-big", claim=Granted())
 
 
 @pytest.mark.parametrize(
     ("errcode", "status"),
     [
-        (45009, Status.RETRY),
+        (45009, Status.DEFERRED),
+        (45028, Status.DEFERRED),
         (45011, Status.RETRY),
         (48001, Status.FAILED),
         (43004, Status.UNREACHABLE),
@@ -316,25 +353,24 @@ async def test_mass_send_refusals_become_outcomes(
     sender = build_sender(settings_for(fake), storage)
     assert sender is not None
     fake.fail_always(MASS, Fault(errcode=errcode))
-    results = await sender.send(CARD, ["oA", "oB"], batch_key="k")
+    results = await sender.send(CARD, ["oA", "oB"], batch_key="k", claim=Granted())
     assert {r.status for r in results.values()} == {status}
     assert {r.detail for r in results.values()} == {f"errcode:{errcode}"}
 
 
-async def test_a_batch_of_one_goes_by_customer_service(
+async def test_a_lone_recipient_is_never_sent_by_customer_service(
     fake: FakeWeChatAPI, storage: SqliteStorage
 ) -> None:
     sender = build_sender(settings_for(fake), storage)
-    assert sender is not None
-    assert (await sender.send(CARD, ["oA", "oA"], batch_key="one"))["oA"].status == Status.SENT
-    assert (await sender.send(CARD, ["oA"], batch_key="one"))["oA"].detail == "duplicate"
-    [call] = fake.calls_to(SEND)
-    assert call.body["touser"] == "oA" and CARD.title in call.body["text"]["content"]
-    assert fake.calls_to(MASS) == []
-
-    fake.fail_always(SEND, Fault(errcode=45015))
-    outside = (await sender.send(CARD, ["oB"], batch_key="two"))["oB"]
-    assert outside.status == Status.RETRY and outside.retry_after
+    assert sender is not None and sender.min_batch == 2
+    claim = Granted()
+    alone = await sender.send(CARD, ["oA", "oA"], batch_key="one", claim=claim)
+    assert alone == {"oA": alone["oA"]} and alone["oA"].status == Status.DEFERRED
+    assert claim.claimed == []  # nothing was claimed, so nothing is in flight
+    # Two at first, one left at the claim (the other unsubscribed meanwhile): deferred too.
+    shrunk = await sender.send(CARD, ["oA", "oB"], batch_key="two", claim=Granted(refuse=["oB"]))
+    assert shrunk["oA"].status == Status.DEFERRED
+    assert fake.calls_to(SEND) == [] and fake.calls_to(MASS) == []
 
 
 def test_no_sender_without_credentials(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ refused with a 4xx."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -20,8 +21,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp.test_utils import TestServer
 from defusedxml.ElementTree import fromstring
+from fake_telegram_api import TOKEN as TELEGRAM_TOKEN
+from fake_telegram_api import FakeTelegramAPI
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI, Fault
 from wechatpy import parse_message
 from wechatpy.crypto import WeChatCrypto
@@ -204,8 +208,8 @@ async def start_bot(mini_content: Content, tmp_path: Path) -> AsyncIterator[BotF
         engine = Engine(mini_content, held, case_url=settings.case_url)  # type: ignore[arg-type]
         app = build_app(engine, settings)
         # The server's access log (no query string: WeChat puts the openid there).
-        server = TestServer(app, host="127.0.0.1", access_log_class=PathOnlyAccessLogger)
-        await server.start_server()
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server(access_log_class=PathOnlyAccessLogger)
         http = aiohttp.ClientSession()
         crypto = (
             WeChatCrypto(TOKEN, settings.wechat_aes_key, APP_ID)
@@ -607,6 +611,22 @@ async def test_hostile_encrypted_requests_are_refused(start_bot: BotFactory) -> 
     assert "验证码只给你自己用" in (await bot.reply(text_xml("验证码能告诉别人吗")))["Content"]
 
 
+async def test_safe_mode_refuses_an_unencrypted_push(start_bot: BotFactory) -> None:
+    """A downgrade: a captured, validly signed query string with a plain body of one's own."""
+    bot = await start_bot(wechat_aes_key=AES_KEY)
+    await bot.send(event_xml("CLICK", "#subscribe"))
+    storage = bot.engine.storage
+    assert await storage.is_subscribed("wechat", USER)
+    assert (await bot.post(event_xml("unsubscribe")))[0] == 403
+    assert (await bot.post(text_xml("验证码能告诉别人吗")))[0] == 403
+    assert (await bot.post(text_xml("hi"), {**signed(), "encrypt_type": "raw"}))[0] == 403
+    await bot.webhook.wait_idle()
+    assert await storage.is_subscribed("wechat", USER)
+    assert bot.fake.calls_to(SEND) == []
+    # The genuine, encrypted push still works, and so does compatible mode (both copies).
+    assert "验证码只给你自己用" in (await bot.reply(text_xml("验证码能告诉别人吗")))["Content"]
+
+
 async def test_encrypted_push_without_a_key_is_refused(start_bot: BotFactory) -> None:
     bot = await start_bot()
     query, body = encrypted_push(WeChatCrypto(TOKEN, AES_KEY, APP_ID), text_xml("hi"))
@@ -616,33 +636,126 @@ async def test_encrypted_push_without_a_key_is_refused(start_bot: BotFactory) ->
 # -- infoguard serve --------------------------------------------------------------------------
 
 
-async def test_serve_answers_and_stops_gracefully(
-    mini_dirs: tuple[Path, Path], tmp_path: Path
-) -> None:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """`infoguard serve` in a subprocess: its base URL and, once stopped, its stderr."""
+
+    url: str
+    proc: asyncio.subprocess.Process
+    banner: list[str]
+    stderr: str = ""
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    mini_dirs: tuple[Path, Path], tmp_path: Path, *args: str, **env: str
+) -> AsyncIterator[Served]:
+    """Run `infoguard [args] serve` until the block ends, then SIGTERM it; exit code 0."""
+    port = free_port()
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("WECHAT_", "TELEGRAM_"))},
         "INFOGUARD_KNOWLEDGE_DIR": str(mini_dirs[0]),
         "INFOGUARD_CASES_DIR": str(mini_dirs[1]),
         "INFOGUARD_DATABASE": str(tmp_path / "serve.sqlite3"),
         "INFOGUARD_PORT": str(port),
-        "WECHAT_TOKEN": TOKEN,
+        **env,
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "serve", env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "bot", *args, "serve", env=environ, stderr=asyncio.subprocess.PIPE
     )
     assert proc.stderr is not None
+    served = Served(f"http://127.0.0.1:{port}", proc, [])
     try:
-        line = await asyncio.wait_for(proc.stderr.readline(), 30)
-        assert b"serving on" in line
-        async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{port}/wechat"
-            async with http.get(url, params={**signed(), "echostr": "e42"}) as resp:
-                assert await resp.text() == "e42"
-            async with http.post(url, params=signed(), data=text_xml("验证码能告诉别人吗")) as resp:
-                assert "验证码只给你自己用" in fields_of(await resp.text())["Content"]
+        async with asyncio.timeout(30):
+            while not served.banner or "serving on" not in served.banner[-1]:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "serve ended early: " + "".join(served.banner)
+                served.banner.append(line)
+        yield served
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        rest = await asyncio.wait_for(proc.stderr.read(), 30)
+        served.stderr = "".join(served.banner) + rest.decode(errors="replace")
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, served.stderr
+
+
+async def test_serve_answers_and_stops_gracefully(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    async with (
+        serving(mini_dirs, tmp_path, WECHAT_TOKEN=TOKEN) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"{served.url}/wechat"
+        async with http.get(url, params={**signed(), "echostr": "e42"}) as resp:
+            assert await resp.text() == "e42"
+        async with http.post(url, params=signed(), data=text_xml("验证码能告诉别人吗")) as resp:
+            assert "验证码只给你自己用" in fields_of(await resp.text())["Content"]
+
+
+async def test_access_log_lines_cannot_be_forged(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    fake_line = "2026-01-01 00:00:00,000 INFO aiohttp.access: GET /admin 200"
+    forged = "/cases/x%0a" + fake_line.replace(" ", "%20") + "%0d%00%1b[2J%E2%80%A8"
+    async with (
+        serving(mini_dirs, tmp_path, "--debug") as served,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(yarl.URL(served.url + forged, encoded=True)) as resp:
+            assert resp.status == 404
+        async with http.get(served.url + "/cases/") as resp:
+            assert resp.status == 200
+    access = [line for line in served.stderr.splitlines() if "aiohttp.access" in line]
+    assert len(access) == 2, served.stderr
+    assert not any(line.startswith(fake_line) for line in served.stderr.splitlines())
+    assert not any(c in served.stderr for c in "\x00\x1b\r\u2028")
+    assert "/cases/x\\n2026-01-01" in access[0] and "\\x00\\x1b" in access[0]
+
+
+async def test_serve_says_which_channels_are_off_and_why(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    async with (
+        serving(mini_dirs, tmp_path) as served,
+        aiohttp.ClientSession() as http,
+    ):
+        async with http.get(served.url + "/", allow_redirects=False) as resp:
+            assert resp.status == 302 and resp.headers["Location"] == "cases/"
+        async with http.get(served.url + "/") as resp:
+            assert resp.status == 200 and resp.url.path == "/cases/"
+            assert "验证码也是个人信息" in await resp.text()
+    banner = "".join(served.banner)
+    assert "infoguard: WeChat off: WECHAT_TOKEN not set" in banner
+    assert "infoguard: Telegram off: TELEGRAM_TOKEN not set" in banner
+    assert "infoguard: scheduled push off: no channel to push on" in banner
+
+
+async def test_serve_says_which_channels_are_on_and_how(
+    mini_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    telegram = FakeTelegramAPI()
+    await telegram.start()
+    try:
+        env = {
+            "WECHAT_TOKEN": TOKEN,
+            "WECHAT_APP_ID": APP_ID,
+            "WECHAT_AES_KEY": AES_KEY,
+            "TELEGRAM_TOKEN": TELEGRAM_TOKEN,
+            "TELEGRAM_API_BASE": telegram.base_url,
+            "INFOGUARD_PUSH_INTERVAL_DAYS": "0",
+        }
+        async with serving(mini_dirs, tmp_path, **env) as served:
+            banner = "".join(served.banner)
+    finally:
+        await telegram.stop()
+    assert "infoguard: WeChat on: webhook at /wechat, safe mode; no customer-service" in banner
+    assert "WECHAT_APP_ID/WECHAT_SECRET not set" in banner
+    assert "infoguard: Telegram on: long polling" in banner
+    assert "infoguard: scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0" in banner

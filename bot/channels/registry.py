@@ -3,8 +3,10 @@
 Channel modules are imported lazily, by name, so that pushing on one channel never needs
 another's libraries; each exposes `build_sender(...)` returning None when not configured:
 
-- `bot.channels.wechat.build_sender(settings, storage) -> Sender | None`
-- `bot.channels.telegram.build_sender(settings) -> Sender | None`
+- `bot.channels.wechat_api.build_sender(settings, storage) -> Sender | None`
+- `bot.channels.telegram_api.build_sender(settings) -> Sender | None`
+
+(the API modules, not the conversation adapters: a push loads no webhook, matcher or engine).
 
 The console channel (subscribers from `infoguard chat`) prints the cards on stdout.
 """
@@ -18,13 +20,13 @@ from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.sender import Sender
-from bot.storage import SqliteStorage
+from bot.storage import Storage
 
-SenderFactory = Callable[[Settings, SqliteStorage], Sender | None]
+SenderFactory = Callable[[Settings, Storage], Sender | None]
 
 
 def _channel_factory(module: str, *, needs_storage: bool) -> SenderFactory:
-    def build(settings: Settings, storage: SqliteStorage) -> Sender | None:
+    def build(settings: Settings, storage: Storage) -> Sender | None:
         channel = importlib.import_module(module)
         build_sender = getattr(channel, "build_sender", None)
         if build_sender is None:  # the channel does not push (yet)
@@ -38,8 +40,8 @@ def _channel_factory(module: str, *, needs_storage: bool) -> SenderFactory:
 
 
 SENDER_FACTORIES: dict[str, SenderFactory] = {
-    "wechat": _channel_factory("bot.channels.wechat", needs_storage=True),
-    "telegram": _channel_factory("bot.channels.telegram", needs_storage=False),
+    "wechat": _channel_factory("bot.channels.wechat_api", needs_storage=True),
+    "telegram": _channel_factory("bot.channels.telegram_api", needs_storage=False),
     "console": lambda settings, storage: ConsoleSender(),
 }
 """Channel name -> factory; tests register fake channels here."""
@@ -47,7 +49,7 @@ SENDER_FACTORIES: dict[str, SenderFactory] = {
 
 def build_senders(
     settings: Settings,
-    storage: SqliteStorage,
+    storage: Storage,
     names: Sequence[str] | None = None,
     *,
     explicit: bool = False,

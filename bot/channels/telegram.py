@@ -23,13 +23,14 @@ from aiohttp import web
 from telegram import (
     Bot,
     BotCommand,
+    Chat,
     ChatMember,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Update,
 )
+from telegram.error import Forbidden
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     BaseUpdateProcessor,
@@ -45,12 +46,14 @@ from bot import replies as payloads
 from bot.channels.telegram_api import (
     CHANNEL,
     TOKEN_PREFIX,
+    ThrottledRateLimiter,
     api_urls,
     callback_data_for,
     close_bot,
     link_line,
     mask_chat,
     quiet_library_logs,
+    throttle_for,
     url_row,
 )
 from bot.channels.telegram_api import build_sender as build_sender  # the push CLI imports it here
@@ -59,6 +62,7 @@ from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.models import IncomingMessage, Reply
 from bot.storage import Storage
+from bot.text import readable
 
 WEBHOOK_PATH = "/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -199,17 +203,26 @@ class TelegramChannel:
             _LOGGER.info("telegram user blocked the bot chat=%s", mask_chat(change.chat.id))
 
     async def converse(self, bot: Bot, chat_id: int, text: str) -> None:
-        replies = await self.engine.handle(IncomingMessage(CHANNEL, str(chat_id), text))
+        # JSON may carry half a surrogate pair; the core takes well-formed text.
+        message = IncomingMessage(CHANNEL, str(chat_id), readable(text))
+        replies = await self.engine.handle(message)
         await self.send_replies(bot, chat_id, replies)
 
     async def send_replies(self, bot: Bot, chat_id: int, replies: Sequence[Reply]) -> None:
-        for reply in replies:
-            chunks = split_text(reply.text + link_line(reply.card.url if reply.card else None))
-            markup = await self.keyboard(reply)
-            for number, chunk in enumerate(chunks, 1):
-                # Plain text, no parse mode: content is plain, and nothing needs escaping.
-                last = number == len(chunks)
-                await bot.send_message(chat_id, chunk, reply_markup=markup if last else None)
+        """Send the replies in order; a 403 (the user blocked the bot, or deleted their
+        account) forgets the user, as a block seen in my_chat_member does, and stops."""
+        try:
+            for reply in replies:
+                card_url = reply.card.url if reply.card else None
+                chunks = split_text(reply.text + link_line(card_url))
+                markup = await self.keyboard(reply)
+                for number, chunk in enumerate(chunks, 1):
+                    # Plain text, no parse mode: content is plain, and nothing needs escaping.
+                    last = number == len(chunks)
+                    await bot.send_message(chat_id, chunk, reply_markup=markup if last else None)
+        except Forbidden:
+            await self.engine.storage.forget_user(CHANNEL, str(chat_id))
+            _LOGGER.info("telegram reply refused (403): user forgotten chat=%s", mask_chat(chat_id))
 
     async def keyboard(self, reply: Reply) -> InlineKeyboardMarkup | None:
         """One button per row: the labels are Chinese phrases, too long to sit side by side."""
@@ -270,15 +283,6 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 # --- application and lifecycle ------------------------------------------------------------
 
 
-def _rate_limiter() -> AIORateLimiter | None:
-    try:
-        # One retry after a 429 for replies; pushes pace themselves (TelegramSender).
-        return AIORateLimiter(max_retries=1)
-    except RuntimeError:  # the [rate-limiter] extra (aiolimiter) is not installed
-        _LOGGER.warning("aiolimiter is missing: Telegram replies are not rate limited")
-        return None
-
-
 def build_application(
     engine: Engine, settings: Settings, *, polling: bool
 ) -> Application[Any, Any, Any, Any, Any, Any]:
@@ -288,9 +292,9 @@ def build_application(
     urls = api_urls(settings)
     if urls:
         builder = builder.base_url(urls["base_url"]).base_file_url(urls["base_file_url"])
-    limiter = _rate_limiter()
-    if limiter is not None:
-        builder = builder.rate_limiter(limiter)
+    # Replies share the bot's pace and flood holds with the push (one retry after a 429).
+    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate, settings)
+    builder = builder.rate_limiter(ThrottledRateLimiter(throttle))
     builder = builder.concurrent_updates(PerChatUpdateProcessor())
     if not polling:
         builder = builder.updater(None)
@@ -364,13 +368,55 @@ def webhook_handler(
             return web.Response(status=403)
         try:
             update = Update.de_json(await request.json(), application.bot)
+            well_formed = update is not None and _well_typed(update)
         except Exception:  # malformed JSON or not an Update: Telegram never sends these
+            well_formed = False
+        if not well_formed:
             return web.Response(status=400)
         # Acknowledge at once; the Application processes the queue in the background.
         await application.update_queue.put(update)
         return web.Response()
 
     return receive
+
+
+def status(settings: Settings) -> str:
+    """One line for `infoguard serve`: whether the bot runs, and how, or why not."""
+    if not settings.telegram_token:
+        return "Telegram off: TELEGRAM_TOKEN not set"
+    if _checked_mode(settings) == "webhook":
+        return f"Telegram on: webhook at {webhook_url(settings)}"
+    return "Telegram on: long polling"
+
+
+def _well_typed(update: Update) -> bool:
+    """Whether the fields the handlers read have Telegram's types. PTB's `de_json` checks no
+    types, so a body with the secret but, say, a list for a chat id would otherwise be
+    queued and fail inside a handler."""
+    if not isinstance(update.update_id, int):
+        return False
+    chat = update.effective_chat
+    if chat is not None and not (isinstance(chat.id, int) and isinstance(chat.type, str)):
+        return False
+    message = update.effective_message
+    if message is not None:
+        texts = (message.text, message.caption)
+        if not all(t is None or isinstance(t, str) for t in texts):
+            return False
+        if not isinstance(message.chat, Chat) or not isinstance(message.chat.id, int):
+            return False
+        if not isinstance(message.chat.type, str) or not isinstance(message.entities, tuple):
+            return False
+        for entity in message.entities:
+            if not (isinstance(entity.type, str) and isinstance(entity.offset, int)):
+                return False
+            if not isinstance(entity.length, int):
+                return False
+    query = update.callback_query
+    if query is not None and not (isinstance(query.id, str) and isinstance(query.data, str | None)):
+        return False
+    member = update.my_chat_member
+    return member is None or isinstance(member.new_chat_member.status, str)
 
 
 def add_telegram(app: web.Application, engine: Engine, settings: Settings) -> None:

@@ -2,9 +2,13 @@
 (quiet library logs, a configurable API base), button data within Telegram's 64-byte limit,
 links to case pages, and the push `Sender`.
 
-The Sender sends one chat per call, about 25 messages a second overall and one a second to any
-chat (PTB's AIORateLimiter does not throttle a single private chat, so the pacing is done
-here); a 429 holds every send back for its retry_after. Errors become `Result`s: Forbidden
+Every message of a bot, pushed or replied, goes through one `Throttle` per bot token in the
+process: about 25 messages a second overall, evenly spaced, replies first, and a 429 holds
+every send of the bot until its retry_after has passed (Telegram's flood limit is per bot).
+Replies reach it through `ThrottledRateLimiter`, PTB's rate-limiter hook. The push Sender also
+keeps one message a second to any chat (PTB's AIORateLimiter does not throttle a single
+private chat), and claims a delivery only once its turn has come, just before the HTTP call,
+so that a crash leaves uncertain only the requests on the wire. Errors become `Result`s: Forbidden
 means unreachable (the push engine forgets the user), BadRequest a recorded failure, a network
 error before the request left a retry; a timeout after it left is raised, so the push engine
 records the delivery as uncertain instead of risking a duplicate. Neither logs nor results
@@ -19,8 +23,9 @@ import hashlib
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
@@ -33,12 +38,14 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
+from telegram.ext import BaseRateLimiter
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import replies as payloads
 from bot.config import Settings
 from bot.models import CaseCard
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
+from bot.storage import RateBudget, shared_rate_budget
 
 CHANNEL = "telegram"
 READ_MORE = "阅读全文"
@@ -133,11 +140,155 @@ def retry_after_seconds(error: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+DEFAULT_RATE = 25.0
+"""Messages a second per bot: under Telegram's "about 30 messages per second" for bulk sends."""
+
+
+class Throttle:
+    """The pace of every message one bot sends: evenly spaced slots, at most `rate` a second;
+    urgent callers (replies to a user) take free slots before others (pushes); `hold` stops
+    every caller until a flood wait has passed, including those already waiting."""
+
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        shared: Callable[[], RateBudget] | None = None,
+    ):
+        self.interval = 1.0 / rate
+        self.clock = clock
+        self._next_slot = 0.0
+        self._held_until = 0.0
+        self._urgent = 0
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._shared_factory = shared
+        """Makes the budget all workers of the bot share (on Redis), if there is one."""
+        self._shared: tuple[asyncio.AbstractEventLoop, RateBudget] | None = None
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Wait for a slot and take it. Checking and taking happen with no await between.
+
+        Other callers queue on a lock, so only one of them at a time sleeps towards the next
+        slot (no herd waking every few milliseconds); urgent ones wait beside the queue and
+        take the slot first when both are due."""
+        if urgent:
+            self._urgent += 1
+            try:
+                await self._take(urgent=True)
+            finally:
+                self._urgent -= 1
+        else:
+            async with self._queue():
+                await self._take(urgent=False)
+        # Then a slot of the budget every worker of the bot shares, when there are several.
+        shared = self._shared_budget()
+        if shared is not None:
+            await shared.acquire()
+
+    def _shared_budget(self) -> RateBudget | None:
+        if self._shared_factory is None:
+            return None
+        # One per event loop, like the lock: a Redis client belongs to the loop it was made in.
+        loop = asyncio.get_running_loop()
+        if self._shared is None or self._shared[0] is not loop:
+            self._shared = (loop, self._shared_factory())
+        return self._shared[1]
+
+    async def _take(self, *, urgent: bool) -> None:
+        while True:
+            now = self.clock()
+            wait = max(self._held_until, self._next_slot) - now
+            if wait <= 0 and (urgent or not self._urgent):
+                self._next_slot = max(now, self._next_slot) + self.interval
+                return
+            await asyncio.sleep(max(wait, self.interval / 2))
+
+    def _queue(self) -> asyncio.Lock:
+        # One lock per event loop: the Throttle outlives loops (tests, `asyncio.run` calls).
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
+
+    def hold(self, seconds: float) -> None:
+        self._held_until = max(self._held_until, self.clock() + seconds)
+
+    @property
+    def held_for(self) -> float:
+        return max(0.0, self._held_until - self.clock())
+
+
+_THROTTLES: dict[str, Throttle] = {}
+
+
+def throttle_for(
+    token: str, rate: float = DEFAULT_RATE, settings: Settings | None = None
+) -> Throttle:
+    """The one Throttle of a bot token in this process (shared by replies and pushes). With
+    INFOGUARD_REDIS_URL in `settings`, it also takes each slot from one budget on Redis that
+    every worker of the bot shares, so that N workers together keep to `rate`."""
+    key = hashlib.sha256(token.encode()).hexdigest()
+    throttle = _THROTTLES.get(key)
+    if throttle is None:
+        shared = None
+        if settings is not None and settings.redis_url:
+            url, prefix = settings.redis_url, settings.redis_prefix
+
+            def shared() -> RateBudget:
+                return shared_rate_budget(f"telegram:{key[:16]}", rate, url, prefix)
+
+        throttle = _THROTTLES[key] = Throttle(rate, shared=shared)
+    return throttle
+
+
+_MESSAGE_METHODS = ("send", "copy", "forward", "edit")
+"""Bot API methods that put a message in a chat (sendMessage, editMessageText, ...)."""
+
+
+class ThrottledRateLimiter(BaseRateLimiter[None]):
+    """PTB's rate-limiter hook for replies: each message takes an (urgent) slot of the bot's
+    Throttle; a 429 holds every send of the bot, then the reply is tried once more."""
+
+    def __init__(self, throttle: Throttle, max_retries: int = 1) -> None:
+        self.throttle = throttle
+        self.max_retries = max_retries
+
+    async def initialize(self) -> None:
+        """Nothing to set up: the Throttle is shared and lives with the process."""
+
+    async def shutdown(self) -> None:
+        """Nothing to free."""
+
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, Any]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: None,
+    ) -> Any:
+        if not endpoint.lower().startswith(_MESSAGE_METHODS):
+            return await callback(*args, **kwargs)
+        attempt = 0
+        while True:
+            await self.throttle.acquire(urgent=True)
+            try:
+                return await callback(*args, **kwargs)
+            except RetryAfter as error:
+                self.throttle.hold(retry_after_seconds(error))
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise
+
+
 class TelegramSender:
-    """The push `Sender` for Telegram: one chat per call, at most `messages_per_second` overall
-    and one message per `per_chat_interval` seconds to any chat; a 429 pauses every send."""
+    """The push `Sender` for Telegram: one chat per call, paced by the bot's `Throttle`, one
+    message per `per_chat_interval` seconds to any chat; a 429 pauses every send of the bot."""
 
     channel = CHANNEL
+    min_batch = 1
     max_batch = 1
     idempotent = False
 
@@ -145,34 +296,41 @@ class TelegramSender:
         self,
         bot: Bot,
         *,
-        messages_per_second: float = 25.0,
+        throttle: Throttle | None = None,
+        messages_per_second: float = DEFAULT_RATE,
         per_chat_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot = bot
-        self._interval = 1.0 / messages_per_second
+        self.throttle = throttle or Throttle(messages_per_second, clock)
         self._per_chat = per_chat_interval
         self._clock = clock
-        self._next_slot = 0.0
         self._chat_free: dict[int, float] = {}
         self._prune_at = 10_000
         self._ready = False
         self._ready_lock = asyncio.Lock()
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         text, markup = card_message(card)
-        return {user: await self._send_one(user, text, markup) for user in recipients}
+        results: dict[str, Result] = {}
+        for user in recipients:
+            result = await self._send_one(user, text, markup, claim)
+            if result is not None:
+                results[user] = result
+        return results
 
     async def aclose(self) -> None:
         """Close the HTTP connections (the push command calls this when it is done)."""
         await close_bot(self.bot)
         self._ready = False
 
-    async def _send_one(self, user_id: str, text: str, markup: InlineKeyboardMarkup) -> Result:
-        """One message; raises when it may have gone out unconfirmed (the push engine then
-        records it as uncertain rather than sending it twice)."""
+    async def _send_one(
+        self, user_id: str, text: str, markup: InlineKeyboardMarkup, claim: Claim
+    ) -> Result | None:
+        """One message; None when the claim refused it. Raises when it may have gone out
+        unconfirmed (the push engine then records it as uncertain rather than sending twice)."""
         try:
             chat_id = int(user_id)
         except ValueError:
@@ -185,6 +343,8 @@ class TelegramSender:
         except NetworkError as error:  # getMe failed: nothing was sent
             return Result(Status.RETRY, detail=_error_name(error))
         await self._wait_turn(chat_id)
+        if not await claim([user_id]):
+            return None
         try:
             await self.bot.send_message(chat_id, text, reply_markup=markup)
         except RetryAfter as error:
@@ -215,23 +375,19 @@ class TelegramSender:
                 self._ready = True
 
     async def _wait_turn(self, chat_id: int) -> None:
-        """Sleep until this chat may receive again and an overall slot is free, then take both.
-
-        Checking and taking happen with no await between them, so concurrent sends to one chat
-        queue up one per interval."""
+        """Sleep until this chat may receive again, then take a slot of the bot's Throttle
+        (which waits out any flood hold, even one that began while this call waited)."""
         while (wait := self._chat_free.get(chat_id, 0.0) - self._clock()) > 0:
             await asyncio.sleep(wait)
-        slot = max(self._clock(), self._next_slot)
-        self._next_slot = slot + self._interval
-        self._chat_free[chat_id] = slot + self._per_chat
+        self._chat_free[chat_id] = self._clock() + self._per_chat  # before the await: in order
+        await self.throttle.acquire()
+        self._chat_free[chat_id] = max(self._chat_free[chat_id], self._clock() + self._per_chat)
         self._forget_idle_chats()
-        if (delay := slot - self._clock()) > 0:
-            await asyncio.sleep(delay)
 
     def _pause(self, chat_id: int, seconds: float) -> None:
         # Telegram's flood control is per bot: nothing goes out before retry_after has passed.
+        self.throttle.hold(seconds)
         resume = self._clock() + seconds
-        self._next_slot = max(self._next_slot, resume)
         self._chat_free[chat_id] = max(self._chat_free.get(chat_id, 0.0), resume)
 
     def _forget_idle_chats(self) -> None:
@@ -244,5 +400,9 @@ class TelegramSender:
 
 
 def build_sender(settings: Settings) -> TelegramSender | None:
-    """The Telegram push sender, or None when no bot token is configured."""
-    return TelegramSender(make_bot(settings)) if settings.telegram_token else None
+    """The Telegram push sender, or None when no bot token is configured. It shares the bot's
+    Throttle with the replies of this process."""
+    if not settings.telegram_token:
+        return None
+    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate, settings)
+    return TelegramSender(make_bot(settings), throttle=throttle)

@@ -2,13 +2,14 @@
 to, the 5-second rule, retry deduplication, and the factory of the push sender.
 
 A push is checked (signature, timestamp window, size, defused XML, decryption in safe mode)
-before wechatpy parses it; anything wrong gets a 4xx at once. The answer is computed in a
-task of its own under a time budget (WECHAT_REPLY_BUDGET, 4 s): if it is ready in time it
-goes back as the passive reply; if not, WeChat gets `success` and the answer follows as a
-customer-service message. WeChat repeats a push it got no answer to within 5 s; every
-delivery of one push (same MsgId, or same sender + CreateTime + event for events) joins the
-same in-flight answer, and storage's `first_sighting` drops repeats that reach another
-worker or come later, so a push is answered once.
+before wechatpy parses it; anything wrong gets a 4xx at once. With an AES key set, a push
+must be encrypted (safe mode, or compatible mode, whose encrypted copy is the one read). The
+answer is computed in a task of its own under a time budget (WECHAT_REPLY_BUDGET, 4 s): if
+it is ready in time it goes back as the passive reply; if not, WeChat gets `success` and the
+answer follows as a customer-service message. WeChat repeats a push it got no answer to
+within 5 s; every delivery of one push (same MsgId, or same sender + CreateTime + event for
+events) joins the same in-flight answer, and storage's `first_sighting` drops repeats that
+reach another worker or come later, so a push is answered once.
 
 A passive reply is one message: texts are joined; a case with a page becomes a news card
 and its numbered options follow as a customer-service text (the card matters most; if the
@@ -33,7 +34,8 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.messages import BaseMessage, UnknownMessage
 
 from bot import replies as payloads
-from bot.channels.wechat_api import WeChatAPI, WeChatAPIError, WeChatSender
+from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
+from bot.channels.wechat_api import build_sender as build_sender  # the push sender
 from bot.channels.wechat_xml import (
     BadRequest,
     NewsOut,
@@ -53,7 +55,6 @@ from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ConfigError
 from bot.models import IncomingMessage, Reply
-from bot.sender import Sender
 from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
@@ -155,6 +156,11 @@ class WeChatWebhook:
                 raise BadRequest(400, "encrypted push, but WECHAT_AES_KEY is not set")
             xml, crypto = decrypt(self.cryptos, self.token, query, fields, now)
             fields = parse_fields(xml.encode())
+        elif self.cryptos:
+            # With an AES key set the account is in safe (or compatible) mode, where WeChat
+            # encrypts every push. A plain one is a downgrade: `signature` alone covers only
+            # the query, so a captured query string would carry any forged body.
+            raise BadRequest(403, "unencrypted push refused: WECHAT_AES_KEY is set")
         else:
             try:
                 xml = body.decode("utf-8")
@@ -340,11 +346,15 @@ def add_wechat(app: web.Application, engine: Engine, settings: Settings) -> None
     app.on_cleanup.append(webhook.close)
 
 
-def build_sender(settings: Settings, storage: Storage) -> Sender | None:
-    """The WeChat push sender, or None when WECHAT_APP_ID/WECHAT_SECRET are not set."""
+def status(settings: Settings) -> str:
+    """One line for `infoguard serve`: whether the webhook is on, in which mode, and why not."""
+    if not settings.wechat_token:
+        return "WeChat off: WECHAT_TOKEN not set"
+    mode = "safe mode" if settings.wechat_aes_key else "plaintext mode (no WECHAT_AES_KEY)"
+    line = f"WeChat on: webhook at {WEBHOOK_PATH}, {mode}"
     if not (settings.wechat_app_id and settings.wechat_secret):
-        return None
-    return WeChatSender(lambda: _new_api(settings, storage), storage)
+        line += "; no customer-service messages or pushes: WECHAT_APP_ID/WECHAT_SECRET not set"
+    return line
 
 
 def _api(settings: Settings, storage: Storage) -> WeChatAPI | None:

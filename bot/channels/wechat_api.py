@@ -11,8 +11,9 @@ explicit retry policy:
 
 * 40001/40014/42001 (token rejected): refresh the token once, retry once; never loop.
 * -1 (system busy), HTTP 5xx and network errors: retried with backoff, at most
-  `max_attempts` times; a network error or timeout is retried only for idempotent calls
-  (a customer-service message that may have gone out is not sent twice).
+  `max_attempts` times, and only for idempotent calls (mass send under one clientmsgid, menu):
+  a customer-service message that may have gone out is not sent twice. A connection that
+  never opened is retried for any call.
 * Everything else (45015 outside the 48 h window, 45047 quota, 43004 not a follower, 45009
   daily quota, ...) is an outcome, raised once as `WeChatAPIError` for the caller to record.
 
@@ -34,8 +35,9 @@ from typing import Any
 
 import aiohttp
 
+from bot.config import Settings
 from bot.models import CaseCard
-from bot.sender import Result, Status
+from bot.sender import Claim, Result, Status
 from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
@@ -51,13 +53,13 @@ TOKEN_WAIT_POLLS = 10
 TOKEN_WAIT_SECONDS = 0.3
 MASS_SEND_MIN, MASS_SEND_MAX = 2, 10_000
 CLIENTMSGID_MAX = 64
-SINGLE_PUSH_TTL_SECONDS = 24 * 3600
-"""How long a one-recipient push remembers its batch key, like WeChat's clientmsgid."""
 MASS_RECORD_TTL_SECONDS = 30 * 24 * 3600
 
 TOKEN_REJECTED = frozenset({40001, 40014, 42001})
 SYSTEM_BUSY = -1
 DUPLICATE_CLIENTMSGID = 45065
+NO_MASS_QUOTA = 45028
+"""No mass-send quota left (the account's, or the users' 4 a month): try at the next push."""
 _UNREACHABLE = frozenset({40003, 43004, 43019, 43101, 45015, 48002})
 _RETRY_AFTER = {
     None: 60.0,  # network error or timeout
@@ -74,12 +76,18 @@ class WeChatAPIError(Exception):
     (`kind` then names it: "connect", "timeout", "network", "http_503", "bad_response")."""
 
     def __init__(
-        self, errcode: int | None, kind: str = "", data: dict[str, Any] | None = None
+        self,
+        errcode: int | None,
+        kind: str = "",
+        data: dict[str, Any] | None = None,
+        attempts: int = 1,
     ) -> None:
         self.errcode = errcode
         self.kind = kind or f"errcode:{errcode}"
         self.data = data or {}
         """WeChat's whole answer, e.g. the first msg_id with a 45065."""
+        self.attempts = attempts
+        """HTTP attempts the call made: after more than one, an earlier may have arrived."""
         super().__init__(self.kind)
 
 
@@ -149,11 +157,13 @@ class WeChatAPI:
         await self.call("menu/create", menu, idempotent=True)
 
     async def mass_send_text(
-        self, openids: Sequence[str], text: str, clientmsgid: str
+        self, openids: Sequence[str], text: str, clientmsgid: str, *, repeat: bool = False
     ) -> tuple[int, bool]:
         """Mass send a text to 2-10,000 followers; returns (msg_id, duplicate). A repeated
-        clientmsgid within 24 h is not sent again: WeChat answers 45065 with the first msg_id,
-        which counts as sent. The job's result arrives later as a MASSSENDJOBFINISH event."""
+        clientmsgid within 24 h is not sent again: WeChat answers 45065 with the first msg_id.
+        That is our own earlier send, and counts as sent, only when `repeat` (the caller may
+        have sent this clientmsgid before) or when this call itself had to try again; any
+        other 45065 is raised. The job's result arrives later as a MASSSENDJOBFINISH event."""
         if not MASS_SEND_MIN <= len(openids) <= MASS_SEND_MAX:
             raise ValueError(f"mass send takes {MASS_SEND_MIN}-{MASS_SEND_MAX} openids")
         if not 0 < len(clientmsgid.encode()) <= CLIENTMSGID_MAX:
@@ -167,7 +177,7 @@ class WeChatAPI:
         try:
             data = await self.call("message/mass/send", payload, idempotent=True)
         except WeChatAPIError as exc:
-            if exc.errcode != DUPLICATE_CLIENTMSGID:
+            if exc.errcode != DUPLICATE_CLIENTMSGID or not (repeat or exc.attempts > 1):
                 raise
             return int(exc.data.get("msg_id", 0) or 0), True
         return int(data.get("msg_id", 0) or 0), False
@@ -190,6 +200,7 @@ class WeChatAPI:
                     await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                     continue
                 _LOGGER.warning("wechat %s failed: %s", path, exc.kind)
+                exc.attempts = attempt
                 raise
             code = _errcode(data)
             if code == 0:
@@ -198,11 +209,12 @@ class WeChatAPI:
                 refreshed = True
                 token = await self._refresh_rejected(token)
                 continue
-            if code == SYSTEM_BUSY and attempt < self.max_attempts:
+            # -1 may come after WeChat acted: only a call safe to repeat is tried again.
+            if code == SYSTEM_BUSY and idempotent and attempt < self.max_attempts:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                 continue
             _LOGGER.warning("wechat %s answered errcode %s", path, code)
-            raise WeChatAPIError(code, data=data)
+            raise WeChatAPIError(code, data=data, attempts=attempt)
 
     async def access_token(self) -> str:
         """The shared access token: from storage, else fetched once for all coroutines."""
@@ -310,37 +322,45 @@ def push_text(card: CaseCard) -> str:
 
 @dataclass
 class WeChatSender:
-    """The push engine's `Sender` for WeChat: one mass send per batch of followers.
+    """The push engine's `Sender` for WeChat: one mass send per batch of 2-10,000 followers.
 
-    A batch of one cannot be mass sent (WeChat wants at least two openids, and duplicating
-    the openid is undocumented), so it goes as a customer-service message, which reaches a
-    follower who wrote within 48 h; outside that window the outcome is RETRY, so the push
-    engine offers it again later, when it can share a mass send.
+    Mass send by openid list is the only idempotent path (a repeated clientmsgid is dropped
+    within 24 h) and the only one meant for unsolicited pushes; a customer-service message is
+    neither (and reaches only users who wrote within 48 h). So a batch is never smaller than
+    two: the push engine holds back a follower alone on their case until a later push can
+    pair them (`min_batch`), and if a batch shrinks to one at its claim (the other
+    unsubscribed meanwhile) it is DEFERRED, not sent another way. A quota refusal (45009,
+    45028) is DEFERRED to the next push too.
     """
 
     api_factory: Callable[[], WeChatAPI]
     storage: Storage
     channel: str = "wechat"
+    min_batch: int = MASS_SEND_MIN
     max_batch: int = MASS_SEND_MAX
     idempotent: bool = True
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         openids = list(dict.fromkeys(recipients))
         if len(openids) > self.max_batch:
             raise ValueError(f"a WeChat batch holds at most {self.max_batch} recipients")
-        if not openids:
-            return {}
+        alone = Result(Status.DEFERRED, detail="lone_recipient")
+        if len(openids) < self.min_batch:
+            return {o: alone for o in openids}
         clientmsgid = clientmsgid_for(batch_key)
         async with self.api_factory() as api:
-            if len(openids) == 1:
-                outcome = await self._send_one(api, card, openids[0], clientmsgid)
-                return {openids[0]: outcome}
+            await api.access_token()  # before the claim: the claim is the last step before sending
+            openids = await claim(openids)
+            if len(openids) < self.min_batch:
+                return {o: alone for o in openids}
             try:
-                msg_id, duplicate = await api.mass_send_text(openids, push_text(card), clientmsgid)
+                msg_id, duplicate = await api.mass_send_text(
+                    openids, push_text(card), clientmsgid, repeat=claim.repeat
+                )
             except WeChatAPIError as exc:
-                outcome = result_for(exc)
+                outcome = _mass_result(exc)
                 return {o: outcome for o in openids}
         record = {"clientmsgid": clientmsgid, "case": card.case_id, "recipients": len(openids)}
         await self.storage.cache_put(
@@ -352,18 +372,27 @@ class WeChatSender:
         sent = Result(Status.SENT, detail="duplicate" if duplicate else "")
         return {o: sent for o in openids}
 
-    async def _send_one(
-        self, api: WeChatAPI, card: CaseCard, openid: str, clientmsgid: str
-    ) -> Result:
-        key = f"wechat:single_push:{clientmsgid}"
-        if await self.storage.cache_get(key):
-            return Result(Status.SENT, detail="duplicate")
-        try:
-            await api.send_text(openid, push_text(card))
-        except WeChatAPIError as exc:
-            if exc.errcode in (45015, 45047):
-                # Outside the customer-service window: a later mass send can still reach them.
-                return Result(Status.RETRY, retry_after=24 * 3600.0, detail=exc.kind)
-            return result_for(exc)
-        await self.storage.cache_put(key, "sent", ttl=SINGLE_PUSH_TTL_SECONDS)
-        return Result(Status.SENT)
+
+def _mass_result(error: WeChatAPIError) -> Result:
+    if error.errcode == DUPLICATE_CLIENTMSGID:
+        # Not our earlier send (see mass_send_text): nothing of ours went out under it.
+        return Result(Status.DEFERRED, detail="clientmsgid_not_ours")
+    if error.errcode in (NO_MASS_QUOTA, 45009):
+        return Result(Status.DEFERRED, detail=error.kind)
+    return result_for(error)
+
+
+def build_sender(settings: Settings, storage: Storage) -> WeChatSender | None:
+    """The WeChat push sender, or None when WECHAT_APP_ID/WECHAT_SECRET are not set."""
+    if not (settings.wechat_app_id and settings.wechat_secret):
+        return None
+
+    def new_api() -> WeChatAPI:
+        return WeChatAPI(
+            settings.wechat_app_id,
+            settings.wechat_secret,
+            storage,
+            base_url=settings.wechat_api_base,
+        )
+
+    return WeChatSender(new_api, storage)

@@ -7,11 +7,13 @@ import asyncio
 import json
 import sys
 
-from bot.channels.console import chat
+from bot.channels.console import chat, tolerate_bad_bytes
 from bot.config import Settings
 from bot.models import IncomingMessage
+from bot.pii import redact
 from bot.replies import render_plain
 from bot.runtime import running_engine
+from bot.text import readable
 
 ASK_CHANNEL = "ask"
 
@@ -38,16 +40,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _chat(args: argparse.Namespace, settings: Settings) -> int:
-    async def run() -> None:
-        async with running_engine(settings) as engine:
-            await chat(engine)
-
-    asyncio.run(run())
+    tolerate_bad_bytes(sys.stdin)
+    with asyncio.Runner() as runner:
+        opened = running_engine(settings)
+        engine = runner.run(opened.__aenter__())
+        try:
+            chat(engine, runner.run)
+        finally:
+            runner.run(opened.__aexit__(None, None, None))
     return 0
 
 
 def _ask(args: argparse.Namespace, settings: Settings) -> int:
-    questions = [args.question] if args.question else [line.rstrip("\n") for line in sys.stdin]
+    tolerate_bad_bytes(sys.stdin)
+    lines = [args.question] if args.question else [line.rstrip("\n") for line in sys.stdin]
+    questions = [readable(line) for line in lines]
 
     async def run() -> None:
         # Nothing a one-shot question needs outlives the process: keep storage in memory.
@@ -58,7 +65,8 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
                 answer = "\n\n".join(render_plain(outcome.replies))
                 if args.json:
                     row = {
-                        "question": question,
+                        # Redacted like everything else that leaves the engine's hands.
+                        "question": redact(question),
                         "answer": answer,
                         "entry": outcome.entry_id,
                         "score": round(outcome.score, 4),

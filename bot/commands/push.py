@@ -15,22 +15,25 @@ from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.models import CaseCard
 from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order
-from bot.runtime import load, open_push_storage
+from bot.runtime import load, open_configured_storage, open_push_store
 from bot.schedule import run_scheduled_push
-from bot.sender import Result, Sender
+from bot.sender import Claim, Result, Sender
+
+_BATCH_SIZES = {"wechat": (2, 10_000)}
+"""(min_batch, max_batch) of channels that batch, so a dry run counts lone recipients held."""
 
 
 class _PlanOnly:
     """Stands for a channel in a dry run: nothing is ever sent through it."""
 
-    max_batch = 1
     idempotent = False
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
+        self.min_batch, self.max_batch = _BATCH_SIZES.get(channel, (1, 1))
 
     async def send(
-        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str
+        self, card: CaseCard, recipients: Sequence[str], *, batch_key: str, claim: Claim
     ) -> dict[str, Result]:
         raise AssertionError("a dry run sends nothing")
 
@@ -87,7 +90,8 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(
     args: argparse.Namespace, settings: Settings, cards: list[CaseCard], options: PushOptions
 ) -> int:
-    storage = await open_push_storage(settings)
+    storage = await open_configured_storage(settings)
+    store = await open_push_store(storage)
     senders: list[Sender] = []
     try:
         names = args.channel or list(SENDER_FACTORIES)
@@ -99,12 +103,12 @@ async def _run(
             days = args.every or settings.push_interval_days
             print(f"pushing every {days:g} days on {', '.join(s.channel for s in senders)}")
             await run_scheduled_push(
-                storage, cards, senders, interval_days=days, options=options, on_report=_summary
+                store, cards, senders, interval_days=days, options=options, on_report=_summary
             )
             return 0
         bar = ProgressBar(sys.stderr)
         report = await push_cases(
-            storage,
+            store,
             cards,
             senders,
             case_id=args.case_id,
@@ -114,7 +118,7 @@ async def _run(
         )
         bar.finish(report)
         _summary(report)
-        return 0
+        return 1 if report.busy else 0
     finally:
         for sender in senders:
             close = getattr(sender, "aclose", None)
@@ -127,6 +131,11 @@ def _summary(report: PushReport, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     what = f"case {report.case_id}" if report.case_id else "next unseen case"
     lines = [f"push ({what}){' — dry run, nothing sent' if report.dry_run else ''}"]
+    if report.busy:
+        lines.append(f"  nothing pushed: another process is pushing ({report.busy}); try later")
+        out.write("\n".join(lines) + "\n")
+        out.flush()
+        return
     for channel, counts in report.channels.items():
         lines.append(f"  {channel}: {_counts(counts, report.dry_run)}")
     lines.append(f"  total: {_counts(report.totals, report.dry_run)}")
@@ -136,9 +145,10 @@ def _summary(report: PushReport, out: TextIO | None = None) -> None:
 
 def _counts(counts: PushCounts, dry_run: bool) -> str:
     if dry_run:
+        held = f", held (alone on their case) {counts.held}" if counts.held else ""
         return (
             f"would send {counts.sent}, skipped {counts.skipped} of {counts.total} subscribers, "
-            f"in flight from an interrupted push {counts.in_flight}"
+            f"in flight from an interrupted push {counts.in_flight}{held}"
         )
     text = (
         f"sent {counts.sent}, skipped {counts.skipped}, unreachable {counts.unreachable}, "
@@ -146,6 +156,8 @@ def _counts(counts: PushCounts, dry_run: bool) -> str:
     )
     if counts.deferred:
         text += f", deferred to the next push {counts.deferred}"
+    if counts.held:
+        text += f", held (alone on their case) {counts.held}"
     return text + (f" (resumed {counts.resumed})" if counts.resumed else "")
 
 

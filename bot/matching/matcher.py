@@ -72,9 +72,26 @@ class Matcher:
         self.priorities = {e.id: e.priority for e in entries}
         self.training = self._training_texts(entries, lexicon)
         self.hyper = hyper or Hyper()
-        self.model = self._model(progress or (lambda message: _LOGGER.info("%s", message)))
-        self.thresholds = Thresholds(**self.model.meta["thresholds"])
-        self.policy = Policy(self.model.classes, self.priorities, self.thresholds)
+        self._use(self._model(progress or (lambda message: _LOGGER.info("%s", message))))
+
+    @classmethod
+    def with_model(
+        cls, model: IntentModel, lexicon: Lexicon, priorities: dict[str, int], cache_dir: Path
+    ) -> Matcher:
+        """A matcher around a model built elsewhere (a benchmark's synthetic one, say)."""
+        matcher = cls.__new__(cls)
+        matcher.prepare = Preparer(lexicon)
+        matcher.cache_dir = cache_dir
+        matcher.encoder = shared_encoder(cache_dir)
+        matcher.priorities = priorities
+        matcher.hyper = model.hyper
+        matcher._use(model)
+        return matcher
+
+    def _use(self, model: IntentModel) -> None:
+        self.model = model
+        self.thresholds = Thresholds(**model.meta["thresholds"])
+        self.policy = Policy(model.classes, self.priorities, self.thresholds)
 
     def _training_texts(
         self, entries: list[Entry], lexicon: Lexicon

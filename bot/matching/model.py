@@ -32,9 +32,12 @@ import numpy.typing as npt
 from bot.matching.ngrams import Features, NgramFeaturizer
 
 _LOGGER = logging.getLogger(__name__)
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 """Bump when features or training change, so old caches are not used."""
 OUT_OF_SCOPE = "__out_of_scope__"
+TOLERANCE = 1e-3
+"""The solver's stopping tolerance: ten times scikit-learn's default halves the iterations
+(20 instead of 40 on the bundled knowledge base); training runs twelve times per edit."""
 RESTRICT_ABOVE = 128
 """With more classes than this, the full model scores only the cheap model's top candidates."""
 CANDIDATES = 64
@@ -183,7 +186,7 @@ def train(
     y = np.array([index[label] for label in data.labels])
 
     def fit(features: Any) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        model = LogisticRegression(C=hyper.regularisation, max_iter=3000)
+        model = LogisticRegression(C=hyper.regularisation, max_iter=3000, tol=TOLERANCE)
         model.fit(features, y)
         coef = np.asarray(model.coef_, np.float32).T
         return coef, np.asarray(model.intercept_, np.float32)

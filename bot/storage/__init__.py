@@ -9,6 +9,7 @@ The server backends' libraries (asyncpg, redis) are imported only when they are 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,15 +36,21 @@ __all__ = [
     "Subscriber",
     "backend_of",
     "copy_to_postgres",
+    "durable_of",
     "migrate_database",
     "open_durable",
     "open_rate_budget",
     "open_storage",
+    "open_storage_at",
+    "postgres_push_store",
     "redact_url",
+    "shared_rate_budget",
     "sqlite_path",
+    "with_redis",
 ]
 
 if TYPE_CHECKING:
+    from bot.push_store import PushStore
     from bot.storage.copy import TableCopy
 
 _EXTRA = "the server extra: pip install 'infoguard[server]'"
@@ -70,13 +77,22 @@ async def open_storage(
     durable = await open_durable(url)
     if not redis_url:
         return durable
+    return await with_redis(durable, redis_url, prefix=redis_prefix)
+
+
+open_storage_at = open_storage
+"""`open_storage` under a name that does not clash with `bot.runtime.open_storage`."""
+
+
+async def with_redis(durable: Storage, redis_url: str, *, prefix: str) -> Storage:
+    """`durable` with Redis in front for the hot state (closed with it, or now on failure)."""
     try:
         from bot.storage.redis import RedisStorage
     except ImportError:
         await durable.close()
         raise ConfigError(f"Redis needs redis-py, {_EXTRA}") from None
     try:
-        return await RedisStorage.open(durable, redis_url, prefix=redis_prefix)
+        return await RedisStorage.open(durable, redis_url, prefix=prefix)
     except BaseException:
         await durable.close()
         raise
@@ -132,3 +148,34 @@ async def copy_to_postgres(
     return await copy_sqlite_to_postgres(
         sqlite_file, postgres_url, restart=restart, on_batch=on_batch
     )
+
+
+def durable_of(storage: Storage) -> Storage:
+    """The database behind a storage (itself, or what Redis stands in front of)."""
+    return getattr(storage, "durable", storage)
+
+
+def postgres_push_store(
+    storage: Storage, *, clock: Callable[[], float] | None = None
+) -> PushStore | None:
+    """The push store on the PostgreSQL database behind `storage`, or None when that is not
+    PostgreSQL (the SQLite push store is `bot.ledger.SqlitePushStore`)."""
+    durable = durable_of(storage)
+    if isinstance(durable, SqliteStorage):
+        return None
+    from bot.storage.postgres import PostgresStorage
+    from bot.storage.postgres_push import PostgresPushStore
+
+    if not isinstance(durable, PostgresStorage):
+        return None
+    return PostgresPushStore(durable.pool, storage, clock=clock or time.time)
+
+
+def shared_rate_budget(name: str, rate: float, redis_url: str, redis_prefix: str) -> RateBudget:
+    """A send-rate budget on Redis shared by every process that uses `name` (no connection is
+    made until the first `acquire`, in the running event loop)."""
+    import redis.asyncio as aioredis
+
+    from bot.storage.redis import RedisRateBudget
+
+    return RedisRateBudget(aioredis.Redis.from_url(redis_url), f"{redis_prefix}rate:{name}", rate)

@@ -1,5 +1,6 @@
 """`infoguard db copy`: the durable data of a SQLite file (subscribers and the push ledger:
-deliveries, rounds, schedule) into PostgreSQL, for an office moving to a server database.
+deliveries, rounds, schedule) into PostgreSQL, for an office moving to a server database. The
+push lease is not copied: it names a process on the old setup.
 
 The copy goes table by table in key order, in batches. Each batch is inserted together with a
 checkpoint (the last key copied, in `copy_progress`) in one transaction, so an interrupted copy
@@ -60,11 +61,12 @@ TABLES = (
         ("text", "text", "text", "text", "text", "int4", "text", "int4", "float8"),
         ("channel", "user_id", "case_id"),
     ),
+    Table("push_runs", ("round", "started_at"), ("int4", "float8"), ("round",)),
     Table(
-        "push_rounds",
-        ("channel", "round", "started_at", "finished_at"),
-        ("text", "int4", "float8", "float8"),
-        ("channel", "round"),
+        "push_run_channels",
+        ("round", "channel", "finished_at"),
+        ("int4", "text", "float8"),
+        ("round", "channel"),
     ),
     Table("push_schedule", ("name", "started_at"), ("text", "float8"), ("name",)),
 )

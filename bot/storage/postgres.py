@@ -55,8 +55,8 @@ CREATE INDEX cache_expiry ON cache (expires_at);
     ),
     Migration(
         2,
-        "push ledger: deliveries, rounds, schedule",
-        # The same tables and meaning as bot.ledger's in SQLite.
+        "push store: deliveries, rounds, schedule, lease",
+        # The same tables and meaning as bot.ledger's in SQLite (see bot.push_store).
         """
 CREATE TABLE push_deliveries (
     channel TEXT COLLATE "C" NOT NULL, user_id TEXT COLLATE "C" NOT NULL,
@@ -67,10 +67,13 @@ CREATE INDEX push_deliveries_pending
     ON push_deliveries (channel, batch_key) WHERE status = 'pending';
 CREATE INDEX push_deliveries_unreachable
     ON push_deliveries (channel) WHERE status = 'unreachable';
-CREATE TABLE push_rounds (
-    channel TEXT NOT NULL, round INTEGER NOT NULL, started_at DOUBLE PRECISION NOT NULL,
-    finished_at DOUBLE PRECISION, PRIMARY KEY (channel, round));
+CREATE TABLE push_runs (round INTEGER PRIMARY KEY, started_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE push_run_channels (
+    round INTEGER NOT NULL, channel TEXT NOT NULL, finished_at DOUBLE PRECISION,
+    PRIMARY KEY (round, channel));
 CREATE TABLE push_schedule (name TEXT PRIMARY KEY, started_at DOUBLE PRECISION NOT NULL);
+CREATE TABLE push_lease (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at DOUBLE PRECISION NOT NULL);
 """,
     ),
     Migration(

@@ -7,6 +7,7 @@ Nothing here stores message text: sessions hold only the choices a user made.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -39,6 +40,21 @@ CREATE TABLE IF NOT EXISTS cache (
 check_sequence(SQLITE_MIGRATIONS)
 
 
+def _create_private(path: Path) -> None:
+    """The database file readable by its owner only (0600), created so before SQLite opens it;
+    SQLite gives its -wal and -shm files the same permissions. A new folder is 0700."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except IsADirectoryError:
+        return  # SQLite reports it
+    if path.is_file() and path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
+
+
 class SqliteStorage:
     """`Storage` in one SQLite file (or ":memory:"): `await SqliteStorage.open(path)`."""
 
@@ -51,7 +67,7 @@ class SqliteStorage:
         cls, path: str | Path, *, clock: Callable[[], float] = time.time
     ) -> SqliteStorage:
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(path))
         # Autocommit: each statement is its own transaction, so the webhook's hot path needs no
         # extra round trip to the database thread to commit. Multi-statement writes (the push
         # ledger's waves) open their own transaction with BEGIN.
@@ -59,6 +75,9 @@ class SqliteStorage:
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=NORMAL")
         await db.execute("PRAGMA busy_timeout=5000")
+        # Deleted rows (an unsubscribed openid) are overwritten, not left in free pages; not
+        # every build turns this on by default.
+        await db.execute("PRAGMA secure_delete=ON")
         storage = cls(db, clock)
         # A laptop's file is brought up to date on open: there is no one to run a migration.
         await storage.migrate()
