@@ -96,11 +96,11 @@ async def process(
     assert proc.stderr is not None
     try:
         seen = b""
-        while ready not in seen:  # `serve` first says which channels are on
+        while ready not in seen:  # `serve` says which channels are on before "serving on"
             line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            seen += line
             if not line:
                 raise SystemExit(f"server did not start: {seen.decode(errors='replace')}")
-            seen += line
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
         yield proc
     finally:

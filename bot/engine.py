@@ -17,6 +17,7 @@ from bot import replies as payloads
 from bot.choices import chosen_payload, no_such_choice
 from bot.content import Content
 from bot.matching import Match, Matcher
+from bot.matching.batching import BatchedMatcher
 from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, quoted_from_someone_else, redact, strip_placeholders
 from bot.red_flags import RedFlags
@@ -62,6 +63,7 @@ class Engine:
         self.guide = ReportGuide(content)
         self.red_flags = RedFlags(content.red_flags)
         self.smalltalk = SmallTalkReplies(content.smalltalk)
+        self._batched = BatchedMatcher(self.matcher)
 
     @staticmethod
     def _matchable_entries(content: Content) -> list[Entry]:
@@ -172,27 +174,36 @@ class Engine:
         chat = self.smalltalk.reply_to(text)
         if chat is not None:
             return Outcome([Reply(chat)], "smalltalk", 1.0)
-        match = self.matcher.match(strip_placeholders(text))
+        match = await self._batched.match(strip_placeholders(text))
+        kind = match.decision.kind if match.decision is not None else "decline"
+        if kind == "urgent":
+            return Outcome(self.guide.emergency(), "emergency", match.score)
         case_id = self._case_of(match.entry_id)
         if case_id:
             case = self.content.cases[case_id]
             return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
+        if match.entry_id is None and not self.matcher.content_of(text):
+            return Outcome([self._welcome()], "greeting", 1.0)
+        # A pasted scam SMS is rarely worded like any question: declined, or taken for an
+        # everyday topic (12381's warning for spam), it still gets the scam check.
+        checked = self.red_flags.rescue(text) if self._ordinary(match.entry_id) else None
+        if checked in self.content.entries:
+            entry = self.content.entries[checked]
+            return await self._entry_outcome(message, entry, match.score, (), session, text)
         if match.entry_id is None:
-            if not self.matcher.content_of(text):
-                return Outcome([self._welcome()], "greeting", 1.0)
-            kind = match.decision.kind if match.decision is not None else "decline"
-            if kind == "urgent":
-                return Outcome(self.guide.emergency(), "emergency", match.score)
-            checked = self.red_flags.rescue(text)  # a pasted scam SMS gets the scam check
-            if checked in self.content.entries:
-                entry = self.content.entries[checked]
-                return await self._entry_outcome(message, entry, match.score, (), session, text)
-            if kind == "clarify":
-                return self._clarify(match)
-            return self._fallback(match.score)
+            return self._clarify(match) if kind == "clarify" else self._fallback(match.score)
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
         return await self._entry_outcome(message, entry, match.score, also, session, text=text)
+
+    def _ordinary(self, entry_id: str | None) -> bool:
+        """No answer, or an everyday topic: not urgent, not a fraud type, not the check."""
+        if entry_id is None:
+            return True
+        entry = self.content.entries.get(entry_id)
+        table = self.content.red_flags
+        special = {table.check_entry, *table.fraud_entries} if table is not None else set()
+        return entry is not None and entry.priority == 1 and entry_id not in special
 
     def _case_of(self, entry_id: str | None) -> str | None:
         """The case a matched pseudo-entry stands for, if it is one."""

@@ -1,14 +1,17 @@
-"""Paired answer tests on the bundled knowledge base: paraphrases must find their entry,
-near misses and off-topic messages must be declined. Budgets, not perfection: the figures per
-kind are printed by `python -m benchmarks.matcher_quality`."""
+"""Answer quality on the bundled knowledge base, graded by content through the engine: on the
+design set and on the unseen sets (written from topics.md and the research notes only; never
+trained or tuned on). Budgets, not perfection, a little under what was measured so that an
+edit that loses quality fails here: the figures per kind are printed by
+`python -m benchmarks.matcher_quality`."""
 
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from benchmarks.matcher_quality import grade, load_pairs
+from benchmarks.matcher_quality import DESIGN_SET, UNSEEN_SETS, grade, load_pairs, rates
 from bot.config import Settings
 from bot.engine import Engine
 from bot.matching import Matcher
@@ -21,14 +24,23 @@ def matcher() -> Matcher:
     return Matcher(Engine._matchable_entries(content), content.lexicon)
 
 
-async def test_pairs_meet_the_budgets() -> None:
+@pytest.mark.parametrize(
+    ("paths", "least_right", "most_wrong", "least_declined"),
+    [
+        pytest.param([DESIGN_SET], 0.93, 0.04, 0.93, id="design"),
+        pytest.param(UNSEEN_SETS, 0.89, 0.06, 0.89, id="unseen"),
+    ],
+)
+async def test_pairs_meet_the_budgets(
+    paths: list[Path], least_right: float, most_wrong: float, least_declined: float
+) -> None:
+    assert paths
     async with running_engine(Settings(), database=":memory:") as engine:
-        verdicts = Counter(g.verdict for g in await grade(engine, load_pairs()))
-    in_scope = verdicts["right"] + verdicts["wrong"] + verdicts["missed"]
-    out_of_scope = verdicts["declined"] + verdicts["oos_answered"]
-    assert verdicts["right"] / in_scope >= 0.80, verdicts
-    assert verdicts["wrong"] / in_scope <= 0.07, verdicts
-    assert verdicts["declined"] / out_of_scope >= 0.90, verdicts
+        verdicts = Counter(g.verdict for g in await grade(engine, load_pairs(*paths)))
+    right, wrong, declined = rates(verdicts)
+    assert right >= least_right, verdicts
+    assert wrong <= most_wrong, verdicts
+    assert declined >= least_declined, verdicts
 
 
 @pytest.mark.parametrize(

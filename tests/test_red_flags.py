@@ -55,7 +55,8 @@ async def test_a_pasted_scam_sms_gets_its_flags_named_and_nothing_echoed(engine:
     assert not outcome.fallback
     assert '要交"解冻费"' in shown
     assert "带链接或让您扫码、下载App" in shown
-    assert "境外来电" in shown
+    flags = [line for line in shown.splitlines() if line[:2] in ("1.", "2.", "3.", "4.")]
+    assert len([line for line in flags if "：" in line]) >= 3  # four at most, strongest first
     assert "高度疑似诈骗" in shown
     assert "没法百分之百确定" in shown
     # Verification through official channels only.

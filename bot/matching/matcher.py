@@ -20,6 +20,7 @@ from bot.config import default_cache_dir
 from bot.matching.decide import Decision, Policy, Thresholds
 from bot.matching.encode import SentenceEncoder
 from bot.matching.model import OUT_OF_SCOPE, Hyper, IntentModel, TrainingSet, train
+from bot.matching.ngrams import Features
 from bot.matching.normalise import Prepared, Preparer
 from bot.schema import Entry, Lexicon
 
@@ -51,6 +52,20 @@ class Match:
     """The likeliest classes with their probabilities, out-of-scope included."""
     decision: Decision | None = None
     used_encoder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A message after the n-gram pass, waiting for the encoder (or not)."""
+
+    prepared: Prepared
+    features: Features
+    cheap: npt.NDArray[np.float32]
+    clause_features: list[Features]
+    unsure: bool
+    """The n-gram model is not sure: the full model decides, with the message's vector."""
+    texts: tuple[str, ...]
+    """What the encoder must see: the message if unsure, then its clauses if it is urgent."""
 
 
 class Matcher:
@@ -157,35 +172,44 @@ class Matcher:
         return self.match_many([message])[0]
 
     def match_many(self, messages: Sequence[str]) -> list[Match]:
-        """Match several messages, encoding those that need the encoder in one batch."""
-        prepared = [self.prepare(m) for m in messages]
-        features = [self.model.featurizer.transform(p.content) for p in prepared]
-        cheap = [self.model.cheap(f) for f in features]
-        unsure = [
-            i
-            for i, p in enumerate(prepared)
-            if p.content and float(cheap[i].max()) < self.thresholds.skip_encoder
-        ]
-        vectors = self.encoder.encode([prepared[i].content for i in unsure])
-        probabilities = list(cheap)
-        for row, i in enumerate(unsure):
-            probabilities[i] = self.model.full(features[i], vectors[row], cheap[i])
-        encoded = set(unsure)
-        return [self._verdict(p, probabilities[i], i in encoded) for i, p in enumerate(prepared)]
+        """Match several messages, with one encoder call for all that need it."""
+        pending = [self.start(m) for m in messages]
+        vectors = self.encoder.encode([t for p in pending for t in p.texts])
+        matches, start = [], 0
+        for p in pending:
+            matches.append(self.finish(p, vectors[start : start + len(p.texts)]))
+            start += len(p.texts)
+        return matches
 
-    def _verdict(
-        self, prepared: Prepared, probabilities: npt.NDArray[np.float32], used_encoder: bool
-    ) -> Match:
+    def start(self, message: str) -> Pending:
+        """The n-gram pass, and what the encoder must see to finish (maybe nothing)."""
+        prepared = self.prepare(message)
+        features = self.model.featurizer.transform(prepared.content)
+        cheap = self.model.cheap(features)
+        clause_features = [self.model.featurizer.transform(c) for c in prepared.clauses]
+        unsure = bool(prepared.content) and float(cheap.max()) < self.thresholds.skip_encoder
+        texts = (prepared.content,) if unsure else ()
+        if prepared.urgent:
+            # Which clause says what happened matters here: worth the encoder on each.
+            texts += prepared.clauses
+        return Pending(prepared, features, cheap, clause_features, unsure, texts)
+
+    def finish(self, pending: Pending, vectors: npt.NDArray[np.float32]) -> Match:
+        """The decision, given the encoder's vectors of `pending.texts`."""
+        prepared = pending.prepared
         if not prepared.content:
             return Match(None, 0.0)
-        clause_features = [self.model.featurizer.transform(c) for c in prepared.clauses]
-        clause_probabilities = [self.model.cheap(f) for f in clause_features]
-        if prepared.urgent and prepared.clauses:
-            # Which clause says what happened matters here: worth the encoder on each.
-            vectors = self.encoder.encode(prepared.clauses)
+        probabilities = pending.cheap
+        if pending.unsure:
+            probabilities = self.model.full(pending.features, vectors[0], pending.cheap)
+        clause_vectors = vectors[1:] if pending.unsure else vectors
+        clause_probabilities = [self.model.cheap(f) for f in pending.clause_features]
+        if len(clause_vectors):
             clause_probabilities = [
                 self.model.full(f, v, c)
-                for f, v, c in zip(clause_features, vectors, clause_probabilities, strict=True)
+                for f, v, c in zip(
+                    pending.clause_features, clause_vectors, clause_probabilities, strict=True
+                )
             ]
         decision = self.policy.decide(
             probabilities, urgent=prepared.urgent, clause_probabilities=clause_probabilities
@@ -203,4 +227,6 @@ class Matcher:
                 and name not in also
             ):
                 also.append(name)
-        return Match(entry, decision.confidence, tuple(also[:2]), ranking, decision, used_encoder)
+        return Match(
+            entry, decision.confidence, tuple(also[:2]), ranking, decision, bool(len(vectors))
+        )
