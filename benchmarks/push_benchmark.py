@@ -27,15 +27,15 @@ import contextlib
 import json
 import random
 import resource
-import sqlite3
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from push_world import PushWorld, Run, Tally, summary_line, tally
+from push_world import PushWorld, Run, Tally, pending_rows, summary_line, tally
 
 from bot.config import Settings
 from bot.push import push_order
@@ -58,11 +58,11 @@ def peak_child_rss_mb() -> float:
 
 
 async def speed(args: argparse.Namespace, folder: Path, order: list[str]) -> dict[str, Any]:
-    world = PushWorld(folder)
+    world = PushWorld(folder, database_url=args.database_url)
     await world.start()
     try:
         world.seed("wechat", [openid(n) for n in range(args.speed)])
-        run = await world.push("--channel", "wechat")
+        run = await world.push("--channel", "wechat", timeout=max(120.0, args.speed / 1000))
         delivered = sum(len(texts) for texts in world.wechat.received.values())
         return {
             "subscribers": args.speed,
@@ -81,7 +81,9 @@ async def kills(
     args: argparse.Namespace, folder: Path, order: list[str], titles: dict[str, str]
 ) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    world = PushWorld(folder, telegram_rate=args.telegram_rate, threaded=True)
+    world = PushWorld(
+        folder, telegram_rate=args.telegram_rate, threaded=True, database_url=args.database_url
+    )
     await world.start()
     try:
         wechat_users = [openid(n) for n in range(args.wechat)]
@@ -170,10 +172,7 @@ async def kills(
 
 def in_flight(world: PushWorld) -> dict[str, list[int]]:
     """Per channel, deliveries the killed push left pending: [rows, of which received]."""
-    with contextlib.closing(sqlite3.connect(world.database)) as db:
-        rows = db.execute(
-            "SELECT channel, user_id FROM push_deliveries WHERE status = 'pending'"
-        ).fetchall()
+    rows = pending_rows(world)
     received = {
         "wechat": world.wechat.received,
         "telegram": {str(c): t for c, t in world.telegram.received.items()},
@@ -207,14 +206,40 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     cards = push_order(load(settings), settings.case_url)
     order = [card.case_id for card in cards]
     titles = {card.title: card.case_id for card in cards}
+    base_url = args.database_url
     with tempfile.TemporaryDirectory(prefix="push-bench-") as tmp:
         results: dict[str, Any] = {}
         if args.speed:
             (Path(tmp) / "speed").mkdir()
-            results["speed"] = await speed(args, Path(tmp) / "speed", order)
+            async with own_schema(base_url) as args.database_url:
+                results["speed"] = await speed(args, Path(tmp) / "speed", order)
         (Path(tmp) / "kills").mkdir()
-        results["kills"] = await kills(args, Path(tmp) / "kills", order, titles)
+        async with own_schema(base_url) as args.database_url:
+            results["kills"] = await kills(args, Path(tmp) / "kills", order, titles)
     return results
+
+
+@contextlib.asynccontextmanager
+async def own_schema(base_url: str) -> AsyncIterator[str]:
+    """A new, migrated schema of the PostgreSQL database `base_url` for one run (dropped
+    after); "" (SQLite) stays ""."""
+    if not base_url:
+        yield ""
+        return
+    import asyncpg
+
+    from bot.storage import migrate_database
+
+    schema = f"push_bench_{random.randrange(16**8):08x}"
+    conn = await asyncpg.connect(base_url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"{base_url}{'&' if '?' in base_url else '?'}search_path={schema}"
+        await migrate_database(url)
+        yield url
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
 
 
 def report(results: dict[str, Any], kills_made: int) -> bool:
@@ -293,6 +318,12 @@ def main() -> int:
         help="TELEGRAM_PUSH_RATE of the pushes (default: the bot's own, 25/s)",
     )
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="push on this migrated postgresql:// database (use an empty one: it is filled "
+        "with subscribers) instead of a SQLite file",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
     results = asyncio.run(benchmark(args))

@@ -87,7 +87,9 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def process(args: list[str], env: dict[str, str], ready: bytes) -> AsyncIterator[None]:
+async def process(
+    args: list[str], env: dict[str, str], ready: bytes
+) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         *args, env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL
     )
@@ -100,7 +102,7 @@ async def process(args: list[str], env: dict[str, str], ready: bytes) -> AsyncIt
             if not line:
                 raise SystemExit(f"server did not start: {seen.decode(errors='replace')}")
         drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling up
-        yield
+        yield proc
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -113,6 +115,16 @@ def signed_query() -> dict[str, str]:
     stamp, nonce = str(int(time.time())), "bench"
     signature = hashlib.sha1("".join(sorted([TOKEN, stamp, nonce])).encode()).hexdigest()
     return {"signature": signature, "timestamp": stamp, "nonce": nonce}
+
+
+def text_body(user: str, msg_id: int, question: str) -> bytes:
+    """A WeChat text message push (plain mode) from `user`."""
+    return (
+        f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA["
+        f"{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType>"
+        f"<![CDATA[text]]></MsgType><Content><![CDATA[{question}]]></Content>"
+        f"<MsgId>{msg_id}</MsgId></xml>"
+    ).encode()
 
 
 async def load(
@@ -131,13 +143,7 @@ async def load(
             while sent < total and time.perf_counter() < stop_at:
                 sent += 1
                 msg_id = next(ids)
-                question = QUESTIONS[msg_id % len(QUESTIONS)]
-                body = (
-                    f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA["
-                    f"{user}]]></FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType>"
-                    f"<![CDATA[text]]></MsgType><Content><![CDATA[{question}]]></Content>"
-                    f"<MsgId>{msg_id}</MsgId></xml>"
-                ).encode()
+                body = text_body(user, msg_id, QUESTIONS[msg_id % len(QUESTIONS)])
                 began = time.perf_counter()
                 try:
                     async with http.post(url, params=signed_query(), data=body) as resp:

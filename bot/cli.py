@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.commands import chat, kb, push, serve, telegram, wechat
+from bot.commands import chat, db, kb, push, serve, telegram, wechat
 from bot.config import Settings
 from bot.errors import ContentError, InfoGuardError
 from bot.pii import install_log_redaction
 
-COMMANDS = (chat, kb, push, serve, telegram, wechat)
+COMMANDS = (chat, db, kb, push, serve, telegram, wechat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
     try:
         settings = Settings.from_env()
-        overrides = {
+        given = {
             "knowledge_dir": args.knowledge,
             "cases_dir": args.cases,
             "database": args.database,
         }
-        settings = Settings(**{**settings.__dict__, **{k: v for k, v in overrides.items() if v}})
+        overrides: dict[str, object] = {k: v for k, v in given.items() if v}
+        if args.database:  # an explicit SQLite file wins over INFOGUARD_DATABASE_URL
+            overrides["database_url"] = ""
+        settings = Settings(**{**settings.__dict__, **overrides})  # type: ignore[arg-type]
         code: int = args.func(args, settings)
         return code
     except ContentError as exc:

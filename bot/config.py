@@ -41,6 +41,15 @@ class Settings:
     knowledge_dir: Path = field(default_factory=lambda: bundled_dir("knowledge"))
     cases_dir: Path = field(default_factory=lambda: bundled_dir("cases_explained"))
     database: Path = field(default_factory=lambda: default_data_dir() / "infoguard.sqlite3")
+    """The SQLite file, when `database_url` is not set."""
+    database_url: str = field(default="", metadata=_SECRET)
+    """`sqlite:///absolute/path/file` or `postgresql://user:password@host/db`; empty means the
+    SQLite file `database`. Secret: it may hold a password."""
+    redis_url: str = field(default="", metadata=_SECRET)
+    """`redis://host:port/db`: the hot state all workers share (seen message ids, the access
+    token, sessions, the Telegram send rate); empty keeps it in the database."""
+    redis_prefix: str = "infoguard:"
+    """Prefix of every Redis key, so that several bots can share one Redis."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """The matcher's trained model and the sentence encoder's weights (derived data only)."""
     public_url: str = ""
@@ -95,6 +104,10 @@ class Settings:
 
         listed = (shown(f.name, bool(f.metadata.get("secret"))) for f in fields(self))
         return f"Settings({', '.join(listed)})"
+
+    def storage_url(self) -> str:
+        """Where the data lives, as a URL (`database_url`, else the SQLite file's)."""
+        return self.database_url or f"sqlite://{self.database}"
 
     def case_url(self, case_id: str) -> str | None:
         return f"{self.public_url.rstrip('/')}/cases/{case_id}" if self.public_url else None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,18 @@ from typing import TYPE_CHECKING
 from bot.config import Settings
 from bot.content import Content, load_content
 from bot.errors import ConfigError
-from bot.storage import SqliteStorage
+from bot.ledger import SqlitePushStore
+from bot.push_store import PushStore
+from bot.storage import (
+    SqliteStorage,
+    Storage,
+    backend_of,
+    durable_of,
+    open_storage_at,
+    postgres_push_store,
+    sqlite_path,
+    with_redis,
+)
 
 if TYPE_CHECKING:
     from bot.engine import Engine
@@ -27,15 +39,43 @@ def load(settings: Settings) -> Content:
 async def running_engine(
     settings: Settings, *, database: str | Path | None = None
 ) -> AsyncIterator[Engine]:
-    """An engine on the configured content and storage, closed on exit."""
+    """An engine on the configured content and storage (or on the SQLite file `database`,
+    e.g. ":memory:"), closed on exit."""
     from bot.engine import Engine  # here: commands that do not converse skip the matcher
 
     content = load(settings)
-    storage = await open_storage(database if database is not None else settings.database)
+    if database is not None:
+        storage: Storage = await open_storage(database)
+    else:
+        storage = await open_configured_storage(settings)
     try:
         yield Engine(content, storage, case_url=settings.case_url, cache_dir=settings.cache_dir)
     finally:
         await storage.close()
+
+
+async def open_configured_storage(settings: Settings) -> Storage:
+    """The storage the settings name (INFOGUARD_DATABASE_URL, else the SQLite file), with
+    Redis in front when INFOGUARD_REDIS_URL is set."""
+    url = settings.storage_url()
+    if backend_of(url) != "sqlite":
+        return await open_storage_at(
+            url, redis_url=settings.redis_url, redis_prefix=settings.redis_prefix
+        )
+    durable = await open_storage(sqlite_path(url))
+    if not settings.redis_url:
+        return durable
+    return await with_redis(durable, settings.redis_url, prefix=settings.redis_prefix)
+
+
+async def open_push_store(storage: Storage, *, clock: Callable[[], float] = time.time) -> PushStore:
+    """The push store in the database behind `storage`: PostgreSQL's, or the SQLite file's."""
+    store = postgres_push_store(storage, clock=clock)
+    if store is not None:
+        return store
+    sqlite = durable_of(storage)
+    assert isinstance(sqlite, SqliteStorage)
+    return await SqlitePushStore.open(sqlite, clock=clock)
 
 
 async def open_storage(path: str | Path) -> SqliteStorage:

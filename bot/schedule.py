@@ -19,8 +19,9 @@ SCHEDULE_NAME = "cases"
 MAX_SCHEDULER_SLEEP = 3600.0
 """The scheduler wakes at least hourly, so a period claimed by another process is noticed."""
 SCHEDULER_RETRY_SECONDS = 600.0
-BUSY_RETRY_SECONDS = 300.0
-"""Another process holds the push lease: look again this much later."""
+BUSY_RETRY_SECONDS = 20.0
+"""Another process holds the push lease: look again this much later. Well under the lease's
+60 s, so that when its owner dies another worker takes the push over within a minute."""
 
 
 async def run_scheduled_push(

@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -25,12 +27,11 @@ from bot.channels.wechat import add_wechat
 from bot.config import Settings
 from bot.engine import Engine
 from bot.errors import ConfigError
-from bot.ledger import SqlitePushStore
 from bot.pages import add_case_pages
 from bot.push import push_order
-from bot.runtime import open_storage, running_engine
+from bot.runtime import open_configured_storage, open_push_store, running_engine
 from bot.schedule import run_scheduled_push
-from bot.storage import SqliteStorage
+from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_SECONDS = 15.0
@@ -43,13 +44,28 @@ MAX_BODY_BYTES = 64 * 1024
 """WeChat messages are a few KB; anything far larger is refused with 413 before parsing."""
 
 
-def build_app(engine: Engine, settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+WORKER_HEADER = "X-InfoGuard-Worker"
+"""With `serve --workers N`, which worker (1..N) answered: for operators and the tests."""
+
+
+def build_app(engine: Engine, settings: Settings, *, worker: int | None = None) -> web.Application:
+    middlewares = [_worker_header(worker)] if worker is not None else []
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app.router.add_get("/", _to_case_pages)
     add_case_pages(app, engine.content)
     add_wechat(app, engine, settings)
     add_telegram(app, engine, settings)
     return app
+
+
+def _worker_header(worker: int) -> Any:
+    @web.middleware
+    async def add_header(request: web.Request, handler: Any) -> StreamResponse:
+        response: StreamResponse = await handler(request)
+        response.headers[WORKER_HEADER] = str(worker)
+        return response
+
+    return add_header
 
 
 async def _to_case_pages(request: web.Request) -> web.Response:
@@ -101,10 +117,21 @@ def loggable(text: str, limit: int = 200) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGINT/SIGTERM; storage is closed after the last request is done."""
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; storage is closed after the last request is done.
+
+    As worker `worker` of `infoguard serve --workers N` the socket is opened with SO_REUSEPORT
+    (the kernel spreads connections over the workers) and a line is written to `ready_fd` once
+    it listens."""
     async with running_engine(settings) as engine:
-        app = build_app(engine, settings)
+        app = build_app(engine, settings, worker=worker)
         runner = web.AppRunner(
             app, access_log_class=PathOnlyAccessLogger, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
         )
@@ -116,7 +143,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         purger = asyncio.create_task(_purge_periodically(engine.storage))
         pusher = asyncio.create_task(_push_on_schedule(engine, settings))
         try:
-            site = web.TCPSite(runner, host, port)
+            site = web.TCPSite(runner, host, port, reuse_port=worker is not None or None)
             try:
                 await site.start()
             except OSError as exc:
@@ -125,9 +152,14 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             # collector's full passes, which otherwise stall every request now and then.
             gc.collect()
             gc.freeze()
-            for line in startup_lines(settings):
-                print(f"infoguard: {line}", file=sys.stderr)
-            print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+            if worker in (None, 1):  # the first worker speaks for all
+                for line in startup_lines(settings):
+                    print(f"infoguard: {line}", file=sys.stderr)
+            if worker is None:
+                print(f"infoguard: serving on http://{host}:{port}", file=sys.stderr, flush=True)
+            if ready_fd is not None:
+                os.write(ready_fd, f"{worker}\n".encode())
+                os.close(ready_fd)
             await stop.wait()
             print("infoguard: stopping", file=sys.stderr, flush=True)
         finally:
@@ -167,7 +199,7 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
             return
         cards = push_order(engine.content, settings.case_url)
         try:
-            store = await SqlitePushStore.open(storage)
+            store = await open_push_store(storage)
             await run_scheduled_push(
                 store, cards, senders, interval_days=settings.push_interval_days
             )
@@ -179,8 +211,8 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _own_storage(settings: Settings) -> AsyncIterator[SqliteStorage]:
-    storage = await open_storage(settings.database)
+async def _own_storage(settings: Settings) -> AsyncIterator[Storage]:
+    storage = await open_configured_storage(settings)
     try:
         yield storage
     finally:

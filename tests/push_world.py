@@ -58,6 +58,8 @@ class PushWorld:
     threaded: bool = False
     """Run each fake on its own thread and event loop, as separate servers would be: one
     fake busy with a 10,000-openid body does not leave the other's requests unread."""
+    database_url: str = ""
+    """A migrated postgresql:// database instead of the SQLite file in `folder`."""
     wechat: FakeWeChatAPI = field(default_factory=FakeWeChatAPI)
     telegram: FakeTelegramAPI = field(default_factory=FakeTelegramAPI)
     kill_now: asyncio.Event = field(default_factory=asyncio.Event)
@@ -107,6 +109,7 @@ class PushWorld:
             TELEGRAM_API_BASE=self.telegram.base_url,
             TELEGRAM_PUSH_RATE=str(self.telegram_rate),
             INFOGUARD_DATABASE=str(self.database),
+            INFOGUARD_DATABASE_URL=self.database_url,
             PTB_TIMEDELTA="true",
         )
         env.pop("INFOGUARD_PUBLIC_URL", None)
@@ -114,6 +117,9 @@ class PushWorld:
 
     def seed(self, channel: str, users: Sequence[str], had: dict[str, str] | None = None) -> None:
         """Subscribe `users`; `had` maps some of them to a case they already received."""
+        if self.database_url:
+            seed_postgres(self.database_url, channel, users, had or {})
+            return
         create_schema(self.database)
         now = time.time()
         with contextlib.closing(sqlite3.connect(self.database)) as db, db:
@@ -154,6 +160,53 @@ class PushWorld:
             time.perf_counter() - started,
             killed,
         )
+
+
+def pending_rows(world: PushWorld) -> list[tuple[str, str]]:
+    """(channel, user_id) of every delivery left pending in the world's database."""
+    sql = "SELECT channel, user_id FROM push_deliveries WHERE status = 'pending'"
+    if not world.database_url:
+        with contextlib.closing(sqlite3.connect(world.database)) as db:
+            return [(str(c), str(u)) for c, u in db.execute(sql).fetchall()]
+    found: list[tuple[str, str]] = []
+
+    async def run() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(world.database_url)
+        try:
+            found.extend((str(c), str(u)) for c, u in await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    asyncio.run(run()) if not _in_loop() else _run_in_thread(run)
+    return found
+
+
+def seed_postgres(url: str, channel: str, users: Sequence[str], had: dict[str, str]) -> None:
+    async def run() -> None:
+        import asyncpg
+
+        now = time.time()
+        conn = await asyncpg.connect(url)
+        try:
+            async with conn.transaction():
+                # COPY is the fast way in; through a scratch table, to ignore repeats.
+                await conn.execute("CREATE TEMP TABLE seed (LIKE subscribers) ON COMMIT DROP")
+                await conn.copy_records_to_table(
+                    "seed", records=((channel, user, now) for user in users)
+                )
+                await conn.execute(
+                    "INSERT INTO subscribers SELECT * FROM seed ON CONFLICT DO NOTHING"
+                )
+            await conn.executemany(
+                "INSERT INTO push_deliveries VALUES ($1, $2, $3, 'sent', 'seed', 1, '', NULL, $4)",
+                [(channel, user, case, now) for user, case in had.items()],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run()) if not _in_loop() else _run_in_thread(run)
 
 
 def create_schema(database: Path) -> None:

@@ -31,7 +31,7 @@ def core_modules() -> list[Path]:
     )
 
 
-@pytest.mark.parametrize("path", core_modules(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", core_modules(), ids=lambda p: str(p.relative_to(BOT)))
 def test_core_does_not_import_platforms_or_channels(path: Path) -> None:
     imports = imported_modules(path)
     roots = {name.split(".")[0] for name in imports}
@@ -51,6 +51,21 @@ def test_channels_do_not_import_each_other(path: Path) -> None:
     for name in imported_modules(path):
         if name.startswith("bot.channels."):
             assert name.split(".")[2].startswith(own), f"{path.name} imports {name}"
+
+
+DATABASE_LIBRARIES = {"aiosqlite", "asyncpg", "redis"}
+
+
+@pytest.mark.parametrize("path", sorted(BOT.rglob("*.py")), ids=lambda p: str(p.relative_to(BOT)))
+def test_only_the_storage_package_knows_the_backends(path: Path) -> None:
+    """The storage protocol is the only door: nobody else imports a driver or a backend
+    module (`bot.storage` itself is the door)."""
+    if path.parent.name == "storage" or path.name == "ledger.py":
+        return  # ledger.py is the SQLite push store (its PostgreSQL twin: storage/postgres_push)
+    imports = imported_modules(path)
+    assert not {name.split(".")[0] for name in imports} & DATABASE_LIBRARIES, path.name
+    backends = [name for name in imports if name.startswith("bot.storage.")]
+    assert not backends, f"{path.name} imports {backends}"
 
 
 def test_only_the_matching_package_uses_the_encoder_and_learning_libraries() -> None:

@@ -10,15 +10,16 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import PUSH_BACKENDS, push_database, push_database_url
 
 from bot.errors import InfoGuardError
-from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
 from bot.push import PushEngine, PushOptions, PushReport
 from bot.push_store import FAILED, SENT, UNCERTAIN
-from bot.schedule import run_scheduled_push
+from bot.runtime import open_push_store
+from bot.schedule import BUSY_RETRY_SECONDS, run_scheduled_push
 from bot.sender import Claim, Result, Status
-from bot.storage import SqliteStorage
+from bot.storage import Storage, open_storage
 
 CHANNEL = "fake"
 CARDS = [
@@ -92,14 +93,13 @@ class FakeSender:
         self.delivered.append((user, card.case_id))
 
 
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    storage = await SqliteStorage.open(tmp_path / "push.sqlite3")
-    yield storage
-    await storage.close()
+@pytest.fixture(params=PUSH_BACKENDS)
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    async with push_database(request.param, tmp_path) as storage:
+        yield storage
 
 
-async def subscribe(storage: SqliteStorage, count: int) -> list[str]:
+async def subscribe(storage: Storage, count: int) -> list[str]:
     users = [f"u{n:03d}" for n in range(count)]
     for user in users:
         await storage.subscribe(CHANNEL, user)
@@ -107,7 +107,7 @@ async def subscribe(storage: SqliteStorage, count: int) -> list[str]:
 
 
 async def push(
-    storage: SqliteStorage,
+    storage: Storage,
     sender: FakeSender,
     *,
     case_id: str | None = None,
@@ -119,31 +119,32 @@ async def push(
         if sleeps is not None:
             sleeps.append(seconds)
 
-    store = await SqlitePushStore.open(storage)
+    store = await open_push_store(storage)
     engine = PushEngine(store, CARDS, options=options, sleep=sleep)
     return await engine.push([sender], case_id=case_id, new_round=new_round)
 
 
-async def test_push_delivers_once_and_a_rerun_sends_nothing(storage: SqliteStorage) -> None:
+async def test_push_delivers_once_and_a_rerun_sends_nothing(storage: Storage) -> None:
     users = await subscribe(storage, 7)
     sender = FakeSender(max_batch=3)
     first = await push(storage, sender, case_id="case_b")
     assert sorted(sender.delivered) == [(u, "case_b") for u in users]
-    assert [len(r) for _, r, _ in sender.calls] == [3, 3, 1]
+    # Batches go concurrently: their calls may come in any order.
+    assert sorted(len(r) for _, r, _ in sender.calls) == [1, 3, 3]
     assert len({key for _, _, key in sender.calls}) == 3
     assert (first.totals.sent, first.totals.skipped, first.totals.total) == (7, 0, 7)
     again = await push(storage, sender, case_id="case_b")
     assert len(sender.delivered) == 7
     assert (again.totals.sent, again.totals.skipped) == (0, 7)
-    assert await SqlitePushStore(storage).status(CHANNEL, users[0], "case_b") == SENT
+    assert await (await open_push_store(storage)).status(CHANNEL, users[0], "case_b") == SENT
 
 
-async def test_unknown_case_is_refused(storage: SqliteStorage) -> None:
+async def test_unknown_case_is_refused(storage: Storage) -> None:
     with pytest.raises(InfoGuardError, match="no_such_case"):
         await push(storage, FakeSender(), case_id="no_such_case")
 
 
-async def test_next_unseen_case_in_order_one_case_per_batch(storage: SqliteStorage) -> None:
+async def test_next_unseen_case_in_order_one_case_per_batch(storage: Storage) -> None:
     users = await subscribe(storage, 5)
     sender = FakeSender(max_batch=10)
     await push(storage, sender, case_id="case_a")  # everyone had case_a
@@ -163,7 +164,7 @@ async def test_next_unseen_case_in_order_one_case_per_batch(storage: SqliteStora
     assert last.totals.skipped == 5  # they have had every case
 
 
-async def test_crash_mid_round_resumes_without_duplicates(storage: SqliteStorage) -> None:
+async def test_crash_mid_round_resumes_without_duplicates(storage: Storage) -> None:
     users = await subscribe(storage, 12)
     crashing = FakeSender(crash_on_call=5)
     with pytest.raises(Crash):
@@ -177,7 +178,7 @@ async def test_crash_mid_round_resumes_without_duplicates(storage: SqliteStorage
     assert report.totals.sent + report.totals.skipped == len(users)
 
 
-async def test_crash_with_non_idempotent_sender_reports_uncertain(storage: SqliteStorage) -> None:
+async def test_crash_with_non_idempotent_sender_reports_uncertain(storage: Storage) -> None:
     users = await subscribe(storage, 10)
     crashing = FakeSender(idempotent=False, crash_on_call=4, deliver_before_crash=False)
     with pytest.raises(Crash):
@@ -189,16 +190,16 @@ async def test_crash_with_non_idempotent_sender_reports_uncertain(storage: Sqlit
     uncertain = report.totals.uncertain
     assert 1 <= uncertain <= 3  # at most the batches in flight
     assert len(delivered) + uncertain == len(users)
-    statuses = [await SqlitePushStore(storage).status(CHANNEL, u, "case_a") for u in users]
+    statuses = [await (await open_push_store(storage)).status(CHANNEL, u, "case_a") for u in users]
     assert statuses.count(UNCERTAIN) == uncertain
     assert (await push(storage, sender, case_id="case_a")).totals.sent == 0
 
 
 async def test_pending_batch_older_than_the_resend_window_is_not_resent(
-    storage: SqliteStorage,
+    storage: Storage,
 ) -> None:
     users = await subscribe(storage, 3)
-    ledger = await SqlitePushStore.open(storage)
+    ledger = await open_push_store(storage)
     ledger.clock = lambda: 1000.0
     await ledger.claim(CHANNEL, "case_a", users, "old-batch", None)
     sender = FakeSender()
@@ -207,7 +208,7 @@ async def test_pending_batch_older_than_the_resend_window_is_not_resent(
     assert sender.calls == []
 
 
-async def test_unreachable_user_is_recorded_and_forgotten(storage: SqliteStorage) -> None:
+async def test_unreachable_user_is_recorded_and_forgotten(storage: Storage) -> None:
     users = await subscribe(storage, 3)
     await storage.put_session(CHANNEL, users[1], {"options": ["#cases:1"]})
     sender = FakeSender(script={users[1]: [Result(Status.UNREACHABLE, detail="blocked")]})
@@ -216,13 +217,13 @@ async def test_unreachable_user_is_recorded_and_forgotten(storage: SqliteStorage
     assert report.totals.sent == 2
     assert not await storage.is_subscribed(CHANNEL, users[1])
     assert await storage.get_session(CHANNEL, users[1]) is None
-    assert await SqlitePushStore(storage).status(CHANNEL, users[1], "case_a") is None
+    assert await (await open_push_store(storage)).status(CHANNEL, users[1], "case_a") is None
     assert (await push(storage, sender, case_id="case_a")).totals.total == 2
 
 
-async def test_unreachable_left_by_a_crash_is_forgotten_next_time(storage: SqliteStorage) -> None:
+async def test_unreachable_left_by_a_crash_is_forgotten_next_time(storage: Storage) -> None:
     users = await subscribe(storage, 2)
-    ledger = await SqlitePushStore.open(storage)
+    ledger = await open_push_store(storage)
     assert await ledger.claim(CHANNEL, "case_a", users[:1], "k1", None) == users[:1]
     await ledger.settle(CHANNEL, "case_a", "k1", [(users[0], "unreachable", "blocked")], 1)
     await push(storage, FakeSender(), case_id="case_b")
@@ -230,7 +231,7 @@ async def test_unreachable_left_by_a_crash_is_forgotten_next_time(storage: Sqlit
     assert await storage.is_subscribed(CHANNEL, users[1])
 
 
-async def test_retry_with_backoff_then_success(storage: SqliteStorage) -> None:
+async def test_retry_with_backoff_then_success(storage: Storage) -> None:
     users = await subscribe(storage, 3)
     flaky = users[0]
     busy = Result(Status.RETRY, retry_after=0.0005, detail="-1")
@@ -249,7 +250,7 @@ async def test_retry_with_backoff_then_success(storage: SqliteStorage) -> None:
     ]
 
 
-async def test_retry_after_is_honoured_beyond_the_backoff(storage: SqliteStorage) -> None:
+async def test_retry_after_is_honoured_beyond_the_backoff(storage: Storage) -> None:
     users = await subscribe(storage, 1)
     sender = FakeSender(script={users[0]: [Result(Status.RETRY, retry_after=30.0)]})
     sleeps: list[float] = []
@@ -260,7 +261,7 @@ async def test_retry_after_is_honoured_beyond_the_backoff(storage: SqliteStorage
     assert sender.delivered == [(users[0], "case_a")]
 
 
-async def test_a_long_retry_after_defers_to_the_next_push(storage: SqliteStorage) -> None:
+async def test_a_long_retry_after_defers_to_the_next_push(storage: Storage) -> None:
     users = await subscribe(storage, 3)
     quota = Result(Status.RETRY, retry_after=6 * 3600.0, detail="45009")
     sender = FakeSender(script={users[2]: [quota]})
@@ -268,14 +269,14 @@ async def test_a_long_retry_after_defers_to_the_next_push(storage: SqliteStorage
     report = await push(storage, sender, case_id="case_a", sleeps=sleeps)
     assert (report.totals.sent, report.totals.deferred) == (2, 1)
     assert sleeps == []  # neither this worker nor the others waited six hours
-    assert await SqlitePushStore(storage).status(CHANNEL, users[2], "case_a") is None
+    assert await (await open_push_store(storage)).status(CHANNEL, users[2], "case_a") is None
     again = await push(storage, sender, case_id="case_a")
     assert (again.totals.sent, again.totals.skipped) == (1, 2)
     assert sorted(sender.delivered) == [(u, "case_a") for u in users]
 
 
 async def test_a_configuration_error_stops_the_push_and_releases_the_batch(
-    storage: SqliteStorage,
+    storage: Storage,
 ) -> None:
     users = await subscribe(storage, 4)
 
@@ -295,7 +296,7 @@ async def test_a_configuration_error_stops_the_push_and_releases_the_batch(
 
 @pytest.mark.parametrize("idempotent", [False, True])
 async def test_a_cancelled_push_releases_what_it_had_not_sent(
-    storage: SqliteStorage, idempotent: bool
+    storage: Storage, idempotent: bool
 ) -> None:
     users = await subscribe(storage, 1)
     sender = FakeSender(idempotent=idempotent, script={users[0]: [Result(Status.RETRY)]})
@@ -305,7 +306,7 @@ async def test_a_cancelled_push_releases_what_it_had_not_sent(
         backing_off.set()
         await asyncio.Event().wait()
 
-    ledger = await SqlitePushStore.open(storage)
+    ledger = await open_push_store(storage)
     engine = PushEngine(ledger, CARDS, options=FAST, sleep=endless_backoff)
     task = asyncio.create_task(engine.push([sender], case_id="case_a"))
     await backing_off.wait()
@@ -322,7 +323,7 @@ async def test_a_cancelled_push_releases_what_it_had_not_sent(
 
 
 async def test_failed_and_exhausted_retries_are_recorded_not_resent(
-    storage: SqliteStorage,
+    storage: Storage,
 ) -> None:
     users = await subscribe(storage, 3)
     script = {
@@ -333,7 +334,7 @@ async def test_failed_and_exhausted_retries_are_recorded_not_resent(
     options = PushOptions(max_attempts=3, backoff_base=0.0)
     report = await push(storage, sender, case_id="case_a", options=options)
     assert (report.totals.sent, report.totals.failed) == (1, 2)
-    ledger = SqlitePushStore(storage)
+    ledger = await open_push_store(storage)
     assert await ledger.status(CHANNEL, users[0], "case_a") == FAILED
     assert await ledger.status(CHANNEL, users[1], "case_a") == FAILED
     assert sum(1 for _, r, _ in sender.calls if r == (users[1],)) == 3
@@ -341,7 +342,7 @@ async def test_failed_and_exhausted_retries_are_recorded_not_resent(
     assert (again.totals.sent, again.totals.skipped) == (0, 3)
 
 
-async def test_sender_error_is_retried_when_idempotent(storage: SqliteStorage) -> None:
+async def test_sender_error_is_retried_when_idempotent(storage: Storage) -> None:
     users = await subscribe(storage, 2)
 
     class Broken(FakeSender):
@@ -359,29 +360,31 @@ async def test_sender_error_is_retried_when_idempotent(storage: SqliteStorage) -
     assert sorted(sender.delivered) == [(u, "case_a") for u in users]
 
 
-async def test_concurrency_is_bounded(storage: SqliteStorage) -> None:
+async def test_concurrency_is_bounded(storage: Storage) -> None:
     await subscribe(storage, 40)
-    sender = FakeSender(latency=0.01)
+    sender = FakeSender(latency=0.02)
     await push(storage, sender, case_id="case_a", options=PushOptions(concurrency=4))
-    assert sender.max_in_flight == 4
+    # Bounded, and concurrent (on a server database each claim is a round trip of its own,
+    # so a loaded machine may not overlap all four every time).
+    assert 1 < sender.max_in_flight <= 4
     assert len(sender.delivered) == 40
 
 
-async def test_unsubscribe_deletes_ledger_rows(storage: SqliteStorage) -> None:
+async def test_unsubscribe_deletes_ledger_rows(storage: Storage) -> None:
     assert await storage.forget_user(CHANNEL, "nobody") is False  # works before any push
     users = await subscribe(storage, 2)
     await push(storage, FakeSender(), case_id="case_a")
-    ledger = SqlitePushStore(storage)
+    ledger = await open_push_store(storage)
     assert await ledger.status(CHANNEL, users[0], "case_a") == SENT
     assert await storage.forget_user(CHANNEL, users[0]) is True
     assert await ledger.status(CHANNEL, users[0], "case_a") is None
     assert await ledger.status(CHANNEL, users[1], "case_a") == SENT
 
 
-async def test_dry_run_counts_and_writes_nothing(storage: SqliteStorage) -> None:
+async def test_dry_run_counts_and_writes_nothing(storage: Storage) -> None:
     await subscribe(storage, 4)
     sender = FakeSender()
-    ledger = await SqlitePushStore.open(storage)
+    ledger = await open_push_store(storage)
     engine = PushEngine(ledger, CARDS)
     report = await engine.push([sender], dry_run=True)
     assert (report.totals.sent, report.dry_run) == (4, True)
@@ -390,10 +393,10 @@ async def test_dry_run_counts_and_writes_nothing(storage: SqliteStorage) -> None
     assert (await push(storage, sender)).totals.sent == 4
 
 
-async def test_progress_reaches_the_total(storage: SqliteStorage) -> None:
+async def test_progress_reaches_the_total(storage: Storage) -> None:
     await subscribe(storage, 9)
     seen: list[tuple[int, int]] = []
-    ledger = await SqlitePushStore.open(storage)
+    ledger = await open_push_store(storage)
     engine = PushEngine(
         ledger,
         CARDS,
@@ -406,7 +409,7 @@ async def test_progress_reaches_the_total(storage: SqliteStorage) -> None:
     assert seen[-1] == (9, 9)
 
 
-async def test_scheduled_push_once_per_period_across_processes(storage: SqliteStorage) -> None:
+async def test_scheduled_push_once_per_period_across_processes(storage: Storage) -> None:
     users = await subscribe(storage, 3)
     day = 86400.0
     now = [10_000.0]
@@ -420,7 +423,7 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
                 raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            store = await SqlitePushStore.open(storage, clock=lambda: now[0])
+            store = await open_push_store(storage, clock=lambda: now[0])
             await run_scheduled_push(store, CARDS, [sender], interval_days=1.0, sleep=sleep)
 
     first = FakeSender()
@@ -436,27 +439,30 @@ async def test_scheduled_push_once_per_period_across_processes(storage: SqliteSt
     assert sorted(other.delivered) == [(u, "case_c") for u in users]
 
 
-async def test_a_second_scheduler_waits_while_another_process_pushes(tmp_path: Path) -> None:
-    database = tmp_path / "shared.sqlite3"
-    mine, theirs = await SqliteStorage.open(database), await SqliteStorage.open(database)
-    try:
-        await subscribe(mine, 2)
-        owner = await SqlitePushStore.open(mine)
-        assert await owner.take_lease("elsewhere:1/9/abcd", 600.0)  # a live process elsewhere
-        waits: list[float] = []
+@pytest.mark.parametrize("backend", PUSH_BACKENDS)
+async def test_a_second_scheduler_waits_while_another_process_pushes(
+    tmp_path: Path, backend: str
+) -> None:
+    async with push_database_url(backend, tmp_path) as database:
+        mine, theirs = await open_storage(database), await open_storage(database)
+        try:
+            await subscribe(mine, 2)
+            owner = await open_push_store(mine)
+            assert await owner.take_lease("elsewhere:1/9/abcd", 600.0)  # a live process elsewhere
+            waits: list[float] = []
 
-        async def sleep(seconds: float) -> None:
-            waits.append(seconds)
-            raise asyncio.CancelledError
+            async def sleep(seconds: float) -> None:
+                waits.append(seconds)
+                raise asyncio.CancelledError
 
-        sender = FakeSender()
-        with pytest.raises(asyncio.CancelledError):
-            await run_scheduled_push(
-                await SqlitePushStore.open(theirs), CARDS, [sender], interval_days=1.0, sleep=sleep
-            )
-        assert sender.calls == [] and waits == [300.0]
-        # It did not take the period either: the owner's push of it is not lost.
-        assert await owner.claim_period("cases", 86400.0)
-    finally:
-        await mine.close()
-        await theirs.close()
+            sender = FakeSender()
+            with pytest.raises(asyncio.CancelledError):
+                await run_scheduled_push(
+                    await open_push_store(theirs), CARDS, [sender], interval_days=1.0, sleep=sleep
+                )
+            assert sender.calls == [] and waits == [BUSY_RETRY_SECONDS]
+            # It did not take the period either: the owner's push of it is not lost.
+            assert await owner.claim_period("cases", 86400.0)
+        finally:
+            await mine.close()
+            await theirs.close()

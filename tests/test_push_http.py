@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PUSH_BACKENDS, push_database, push_database_url
 from fake_telegram_api import TOKEN, FakeTelegramAPI
 from fake_wechat_api import APP_ID, SECRET, FakeWeChatAPI
 
 from bot.channels.telegram_api import TelegramSender, make_bot
 from bot.channels.wechat import build_sender as build_wechat_sender
 from bot.config import Settings
-from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
 from bot.push import PushEngine, PushOptions, PushReport, lease_owner
 from bot.push_store import PENDING, SENT, LeaseLost
-from bot.storage import SqliteStorage
+from bot.runtime import open_push_store
+from bot.storage import Storage, open_storage
 
 CARDS = [
     CaseCard("case_a", "案例甲", "摘要甲", "https://bot.example/cases/case_a"),
@@ -51,20 +52,19 @@ async def telegram() -> AsyncIterator[FakeTelegramAPI]:
     await server.stop()
 
 
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
-    opened = await SqliteStorage.open(tmp_path / "push.sqlite3")
-    yield opened
-    await opened.close()
+@pytest.fixture(params=PUSH_BACKENDS)
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    async with push_database(request.param, tmp_path) as opened:
+        yield opened
 
 
 async def push_wechat(
-    storage: SqliteStorage, fake: FakeWeChatAPI, *, case_id: str | None = None
+    storage: Storage, fake: FakeWeChatAPI, *, case_id: str | None = None
 ) -> PushReport:
     settings = Settings(wechat_app_id=APP_ID, wechat_secret=SECRET, wechat_api_base=fake.base_url)
     sender = build_wechat_sender(settings, storage)
     assert sender is not None
-    store = await SqlitePushStore.open(storage)
+    store = await open_push_store(storage)
     return await PushEngine(store, CARDS, options=FAST).push([sender], case_id=case_id)
 
 
@@ -73,11 +73,11 @@ def cases(fake: FakeWeChatAPI, user: str) -> list[str]:
 
 
 async def test_a_lone_wechat_recipient_waits_for_a_partner_never_customer_service(
-    storage: SqliteStorage, wechat: FakeWeChatAPI
+    storage: Storage, wechat: FakeWeChatAPI
 ) -> None:
     for user in ("oA", "oB", "oC"):
         await storage.subscribe("wechat", user)
-    store = await SqlitePushStore.open(storage)
+    store = await open_push_store(storage)
     await store.claim("wechat", "case_a", ["oA"], "seed", None)  # oA had case_a
     await store.settle("wechat", "case_a", "seed", [("oA", SENT, "")], 1)
     first = await push_wechat(storage, wechat)
@@ -98,7 +98,7 @@ async def test_a_lone_wechat_recipient_waits_for_a_partner_never_customer_servic
 
 
 async def test_a_case_s_last_batch_borrows_so_none_is_alone(
-    storage: SqliteStorage, wechat: FakeWeChatAPI
+    storage: Storage, wechat: FakeWeChatAPI
 ) -> None:
     users = [f"o{n:02d}" for n in range(5)]
     for user in users:
@@ -107,7 +107,7 @@ async def test_a_case_s_last_batch_borrows_so_none_is_alone(
     sender = build_wechat_sender(settings, storage)
     assert sender is not None
     sender.max_batch = 4  # 5 recipients: 3 + 2, not 4 + 1
-    store = await SqlitePushStore.open(storage)
+    store = await open_push_store(storage)
     report = await PushEngine(store, CARDS, options=FAST).push([sender], case_id="case_a")
     assert report.totals.sent == 5
     assert sorted(len(c.body["touser"]) for c in wechat.calls_to(MASS)) == [2, 3]
@@ -116,7 +116,7 @@ async def test_a_case_s_last_batch_borrows_so_none_is_alone(
 
 @pytest.mark.parametrize("errcode", [45028, 45009])
 async def test_no_mass_send_quota_defers_to_the_next_push(
-    storage: SqliteStorage, wechat: FakeWeChatAPI, errcode: int
+    storage: Storage, wechat: FakeWeChatAPI, errcode: int
 ) -> None:
     for user in ("oA", "oB"):
         await storage.subscribe("wechat", user)
@@ -136,7 +136,7 @@ async def test_no_mass_send_quota_defers_to_the_next_push(
 
 
 async def test_a_45065_the_bot_did_not_cause_is_not_counted_as_sent(
-    storage: SqliteStorage, wechat: FakeWeChatAPI
+    storage: Storage, wechat: FakeWeChatAPI
 ) -> None:
     for user in ("oA", "oB"):
         await storage.subscribe("wechat", user)
@@ -157,17 +157,22 @@ def telegram_sender(fake: FakeTelegramAPI) -> TelegramSender:
     return TelegramSender(make_bot(settings), messages_per_second=50.0)
 
 
+@pytest.mark.parametrize("backend", PUSH_BACKENDS)
 async def test_a_second_process_neither_pushes_nor_touches_the_owner_s_rows(
-    tmp_path: Path, telegram: FakeTelegramAPI
+    tmp_path: Path, telegram: FakeTelegramAPI, backend: str
 ) -> None:
-    database = tmp_path / "shared.sqlite3"
-    mine, theirs = await SqliteStorage.open(database), await SqliteStorage.open(database)
+    async with push_database_url(backend, tmp_path) as database:
+        mine, theirs = await open_storage(database), await open_storage(database)
+        await second_process(mine, theirs, telegram)
+
+
+async def second_process(mine: Storage, theirs: Storage, telegram: FakeTelegramAPI) -> None:
     try:
         chats = [str(500 + n) for n in range(6)]
         for chat in chats:
             await mine.subscribe("telegram", chat)
-        owner_store = await SqlitePushStore.open(mine)
-        other_store = await SqlitePushStore.open(theirs)
+        owner_store = await open_push_store(mine)
+        other_store = await open_push_store(theirs)
         in_flight, release = asyncio.Event(), asyncio.Event()
 
         async def hold_the_wire(call: Any) -> None:
@@ -208,9 +213,9 @@ def dead_owner() -> str:
     return done.stdout.strip()
 
 
-async def test_the_lease_of_a_dead_owner_is_taken_over(storage: SqliteStorage) -> None:
+async def test_the_lease_of_a_dead_owner_is_taken_over(storage: Storage) -> None:
     now = [1000.0]
-    store = await SqlitePushStore.open(storage, clock=lambda: now[0])
+    store = await open_push_store(storage, clock=lambda: now[0])
     assert await store.take_lease(dead_owner(), 60.0)
     # On this machine and gone: taken over at once, long before the lease expires.
     report = await PushEngine(store, CARDS, options=FAST).push([], case_id="case_a")
@@ -223,13 +228,16 @@ async def test_the_lease_of_a_dead_owner_is_taken_over(storage: SqliteStorage) -
     assert os.getpid() != 0
 
 
-async def test_a_process_that_lost_the_lease_writes_nothing_more(storage: SqliteStorage) -> None:
+async def test_a_process_that_lost_the_lease_writes_nothing_more(storage: Storage) -> None:
     await storage.subscribe("telegram", "1")
-    store = await SqlitePushStore.open(storage)
+    now = [1000.0]
+    store = await open_push_store(storage, clock=lambda: now[0])
     me = lease_owner()
     assert await store.take_lease(me, 60.0)
     # It stalled past its lease and another process took over.
-    await storage.db.execute("UPDATE push_lease SET owner = 'elsewhere:1/7/ffff'")
+    now[0] += 61.0
+    other = await open_push_store(storage, clock=lambda: now[0])
+    assert await other.take_lease("elsewhere:1/7/ffff", 60.0)
     with pytest.raises(LeaseLost):
         await store.claim("telegram", "case_a", ["1"], "k", None)
     assert await store.status("telegram", "1", "case_a") is None

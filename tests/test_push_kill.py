@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PUSH_BACKENDS, push_database_url
 from push_world import PushWorld, summary_line, tally
 
 from bot.config import Settings
@@ -22,11 +23,16 @@ MASS = "message/mass/send"
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[PushWorld]:
-    built = PushWorld(tmp_path, telegram_rate=10.0)
-    await built.start()
-    yield built
-    await built.stop()
+async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[PushWorld]:
+    """On SQLite, or (parametrized indirectly with "postgres") on a PostgreSQL schema."""
+    backend = getattr(request, "param", "sqlite")
+    async with push_database_url(backend, tmp_path) as url:
+        built = PushWorld(
+            tmp_path, telegram_rate=10.0, database_url="" if backend == "sqlite" else url
+        )
+        await built.start()
+        yield built
+        await built.stop()
 
 
 def counted(line: str, name: str) -> int:
@@ -70,6 +76,7 @@ async def test_killed_while_telegram_messages_wait_and_rerun_finishes_the_round(
     assert counted(summary_line(again.stdout, "telegram"), "uncertain") <= 2
 
 
+@pytest.mark.parametrize("world", PUSH_BACKENDS, indirect=True)
 async def test_killed_during_a_mass_send_resends_it_under_its_clientmsgid(
     world: PushWorld,
 ) -> None:

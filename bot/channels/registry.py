@@ -20,13 +20,13 @@ from bot.channels.console import ConsoleSender
 from bot.config import Settings
 from bot.errors import InfoGuardError
 from bot.sender import Sender
-from bot.storage import SqliteStorage
+from bot.storage import Storage
 
-SenderFactory = Callable[[Settings, SqliteStorage], Sender | None]
+SenderFactory = Callable[[Settings, Storage], Sender | None]
 
 
 def _channel_factory(module: str, *, needs_storage: bool) -> SenderFactory:
-    def build(settings: Settings, storage: SqliteStorage) -> Sender | None:
+    def build(settings: Settings, storage: Storage) -> Sender | None:
         channel = importlib.import_module(module)
         build_sender = getattr(channel, "build_sender", None)
         if build_sender is None:  # the channel does not push (yet)
@@ -49,7 +49,7 @@ SENDER_FACTORIES: dict[str, SenderFactory] = {
 
 def build_senders(
     settings: Settings,
-    storage: SqliteStorage,
+    storage: Storage,
     names: Sequence[str] | None = None,
     *,
     explicit: bool = False,

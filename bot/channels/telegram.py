@@ -293,7 +293,7 @@ def build_application(
     if urls:
         builder = builder.base_url(urls["base_url"]).base_file_url(urls["base_file_url"])
     # Replies share the bot's pace and flood holds with the push (one retry after a 429).
-    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate)
+    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate, settings)
     builder = builder.rate_limiter(ThrottledRateLimiter(throttle))
     builder = builder.concurrent_updates(PerChatUpdateProcessor())
     if not polling:

@@ -45,6 +45,7 @@ from bot import replies as payloads
 from bot.config import Settings
 from bot.models import CaseCard
 from bot.sender import Claim, Result, Status
+from bot.storage import RateBudget, shared_rate_budget
 
 CHANNEL = "telegram"
 READ_MORE = "阅读全文"
@@ -148,13 +149,22 @@ class Throttle:
     urgent callers (replies to a user) take free slots before others (pushes); `hold` stops
     every caller until a flood wait has passed, including those already waiting."""
 
-    def __init__(self, rate: float = DEFAULT_RATE, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        rate: float = DEFAULT_RATE,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        shared: Callable[[], RateBudget] | None = None,
+    ):
         self.interval = 1.0 / rate
         self.clock = clock
         self._next_slot = 0.0
         self._held_until = 0.0
         self._urgent = 0
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._shared_factory = shared
+        """Makes the budget all workers of the bot share (on Redis), if there is one."""
+        self._shared: tuple[asyncio.AbstractEventLoop, RateBudget] | None = None
 
     async def acquire(self, *, urgent: bool = False) -> None:
         """Wait for a slot and take it. Checking and taking happen with no await between.
@@ -168,9 +178,22 @@ class Throttle:
                 await self._take(urgent=True)
             finally:
                 self._urgent -= 1
-            return
-        async with self._queue():
-            await self._take(urgent=False)
+        else:
+            async with self._queue():
+                await self._take(urgent=False)
+        # Then a slot of the budget every worker of the bot shares, when there are several.
+        shared = self._shared_budget()
+        if shared is not None:
+            await shared.acquire()
+
+    def _shared_budget(self) -> RateBudget | None:
+        if self._shared_factory is None:
+            return None
+        # One per event loop, like the lock: a Redis client belongs to the loop it was made in.
+        loop = asyncio.get_running_loop()
+        if self._shared is None or self._shared[0] is not loop:
+            self._shared = (loop, self._shared_factory())
+        return self._shared[1]
 
     async def _take(self, *, urgent: bool) -> None:
         while True:
@@ -199,12 +222,23 @@ class Throttle:
 _THROTTLES: dict[str, Throttle] = {}
 
 
-def throttle_for(token: str, rate: float = DEFAULT_RATE) -> Throttle:
-    """The one Throttle of a bot token in this process (shared by replies and pushes)."""
+def throttle_for(
+    token: str, rate: float = DEFAULT_RATE, settings: Settings | None = None
+) -> Throttle:
+    """The one Throttle of a bot token in this process (shared by replies and pushes). With
+    INFOGUARD_REDIS_URL in `settings`, it also takes each slot from one budget on Redis that
+    every worker of the bot shares, so that N workers together keep to `rate`."""
     key = hashlib.sha256(token.encode()).hexdigest()
     throttle = _THROTTLES.get(key)
     if throttle is None:
-        throttle = _THROTTLES[key] = Throttle(rate)
+        shared = None
+        if settings is not None and settings.redis_url:
+            url, prefix = settings.redis_url, settings.redis_prefix
+
+            def shared() -> RateBudget:
+                return shared_rate_budget(f"telegram:{key[:16]}", rate, url, prefix)
+
+        throttle = _THROTTLES[key] = Throttle(rate, shared=shared)
     return throttle
 
 
@@ -370,5 +404,5 @@ def build_sender(settings: Settings) -> TelegramSender | None:
     Throttle with the replies of this process."""
     if not settings.telegram_token:
         return None
-    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate)
+    throttle = throttle_for(settings.telegram_token, settings.telegram_push_rate, settings)
     return TelegramSender(make_bot(settings), throttle=throttle)

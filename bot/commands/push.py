@@ -13,10 +13,9 @@ from typing import TextIO
 from bot.channels.registry import SENDER_FACTORIES, build_senders
 from bot.config import Settings
 from bot.errors import InfoGuardError
-from bot.ledger import SqlitePushStore
 from bot.models import CaseCard
 from bot.push import PushCounts, PushOptions, PushReport, push_cases, push_order
-from bot.runtime import load, open_storage
+from bot.runtime import load, open_configured_storage, open_push_store
 from bot.schedule import run_scheduled_push
 from bot.sender import Claim, Result, Sender
 
@@ -91,8 +90,8 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 async def _run(
     args: argparse.Namespace, settings: Settings, cards: list[CaseCard], options: PushOptions
 ) -> int:
-    storage = await open_storage(settings.database)
-    store = await SqlitePushStore.open(storage)
+    storage = await open_configured_storage(settings)
+    store = await open_push_store(storage)
     senders: list[Sender] = []
     try:
         names = args.channel or list(SENDER_FACTORIES)

@@ -17,7 +17,7 @@ from bot import replies as payloads
 from bot.config import Settings
 from bot.content import Content
 from bot.errors import ConfigError, InfoGuardError
-from bot.runtime import load, open_storage
+from bot.runtime import load, open_configured_storage
 from bot.schema import ReportScenario
 
 DEFAULT_MENU = Path(__file__).resolve().parent.parent / "channels" / "wechat_menu.yaml"
@@ -59,7 +59,7 @@ async def _create(settings: Settings, menu: dict[str, Any]) -> None:
     from bot.channels.wechat_api import WeChatAPI, WeChatAPIError
 
     # The server's database, so the access token cached there is reused, not re-fetched.
-    storage = await open_storage(settings.database)
+    storage = await open_configured_storage(settings)
     try:
         async with WeChatAPI(
             settings.wechat_app_id,

@@ -1,8 +1,6 @@
-"""What the bot remembers, behind a small protocol: sessions, subscribers, seen message ids, and
-a key-value cache (e.g. the WeChat access token shared by all workers).
+"""`Storage` in one embedded SQLite file (aiosqlite): the default, for a laptop or a small
+office. Several processes on one machine may share the file (WAL mode, atomic upserts).
 
-The default implementation is an embedded SQLite file (aiosqlite). A server database can be
-added by implementing `Storage`; the engine and channels only see the protocol.
 Nothing here stores message text: sessions hold only the choices a user made.
 """
 
@@ -12,67 +10,20 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
-SESSION_TTL_SECONDS = 30 * 60
-"""An idle conversation (e.g. a half-finished report guidance) is forgotten after this."""
-SEEN_MESSAGE_TTL_SECONDS = 10 * 60
-"""WeChat retries within 15 s; ten minutes of message ids is ample for deduplication."""
+from bot.storage.migrations import SCHEMA_VERSION_TABLE, Migration, check_sequence
+from bot.storage.protocol import SEEN_MESSAGE_TTL_SECONDS, SESSION_TTL_SECONDS, Subscriber
 
-
-@dataclass(frozen=True, slots=True)
-class Subscriber:
-    channel: str
-    user_id: str
-    subscribed_at: float
-
-
-class Storage(Protocol):
-    """The persistence the core needs. All methods are safe to call concurrently."""
-
-    async def get_session(self, channel: str, user_id: str) -> dict[str, Any] | None: ...
-
-    async def put_session(
-        self, channel: str, user_id: str, state: dict[str, Any], *, ttl: float = ...
-    ) -> None: ...
-
-    async def delete_session(self, channel: str, user_id: str) -> None: ...
-
-    async def subscribe(self, channel: str, user_id: str) -> bool:
-        """Add a subscriber; False if they already were one."""
-        ...
-
-    async def is_subscribed(self, channel: str, user_id: str) -> bool: ...
-
-    def subscribers(
-        self, channel: str | None = None, *, batch: int = 1000
-    ) -> AsyncIterator[Subscriber]:
-        """Stream subscribers in a stable order without loading them all."""
-        ...
-
-    async def count_subscribers(self, channel: str | None = None) -> int: ...
-
-    async def forget_user(self, channel: str, user_id: str) -> bool:
-        """Delete everything held about a user (subscription, session, push ledger); True if they
-        were a subscriber."""
-        ...
-
-    async def first_sighting(self, key: str, *, ttl: float = ...) -> bool:
-        """Record a message id; True the first time it is seen within `ttl` seconds."""
-        ...
-
-    async def cache_get(self, key: str) -> str | None: ...
-
-    async def cache_put(self, key: str, value: str, *, ttl: float) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-_SCHEMA = """
+SQLITE_MIGRATIONS = [
+    Migration(
+        1,
+        "sessions, subscribers, seen message ids, cache",
+        # IF NOT EXISTS: a file made before versioned schemas already has these tables.
+        """
 CREATE TABLE IF NOT EXISTS sessions (
     channel TEXT NOT NULL, user_id TEXT NOT NULL, state TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (channel, user_id));
@@ -82,7 +33,11 @@ CREATE TABLE IF NOT EXISTS subscribers (
 CREATE TABLE IF NOT EXISTS seen_messages (key TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL);
-"""
+""",
+    ),
+]
+"""The push ledger's tables (bot.ledger) are still created by the ledger itself."""
+check_sequence(SQLITE_MIGRATIONS)
 
 
 def _create_private(path: Path) -> None:
@@ -123,8 +78,44 @@ class SqliteStorage:
         # Deleted rows (an unsubscribed openid) are overwritten, not left in free pages; not
         # every build turns this on by default.
         await db.execute("PRAGMA secure_delete=ON")
-        await db.executescript(_SCHEMA)
-        return cls(db, clock)
+        storage = cls(db, clock)
+        # A laptop's file is brought up to date on open: there is no one to run a migration.
+        await storage.migrate()
+        return storage
+
+    async def schema_version(self) -> int:
+        """The highest migration applied (0 for a new file)."""
+        await self.db.execute(
+            f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION_TABLE} "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+        )
+        rows = await self.db.execute_fetchall(f"SELECT MAX(version) FROM {SCHEMA_VERSION_TABLE}")
+        row = next(iter(rows), None)
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations this file lacks, each in its own transaction; the versions
+        applied. BEGIN IMMEDIATE takes the write lock first, so two processes opening a new
+        file at once apply each migration once."""
+        applied: list[int] = []
+        for migration in SQLITE_MIGRATIONS:
+            if migration.version <= await self.schema_version():
+                continue
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if migration.version > await self.schema_version():
+                    for statement in _statements(migration.sql):
+                        await self.db.execute(statement)
+                    await self.db.execute(
+                        f"INSERT INTO {SCHEMA_VERSION_TABLE} VALUES (?, ?, ?)",
+                        (migration.version, migration.name, time.time()),
+                    )
+                    applied.append(migration.version)
+                await self.db.commit()
+            except BaseException:
+                await self.db.rollback()
+                raise
+        return applied
 
     async def close(self) -> None:
         await self.db.close()
@@ -250,3 +241,8 @@ class SqliteStorage:
         await self.db.execute(
             "INSERT OR REPLACE INTO cache VALUES (?, ?, ?)", (key, value, self._clock() + ttl)
         )
+
+
+def _statements(script: str) -> list[str]:
+    # executescript would COMMIT first; the migration's statements must share its transaction.
+    return [part.strip() for part in script.split(";") if part.strip()]
