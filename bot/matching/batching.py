@@ -31,6 +31,9 @@ class BatchedMatcher:
         pending = self.matcher.start(message)
         if not pending.texts:
             return self.matcher.finish(pending, _NO_VECTORS)
+        recalled = self.matcher.encoder.recalled(pending.texts)  # no thread hop for those
+        if recalled is not None:
+            return self.matcher.finish(pending, recalled)
         return self.matcher.finish(pending, await self._vectors(pending))
 
     async def _vectors(self, pending: Pending) -> npt.NDArray[np.float32]:

@@ -82,6 +82,17 @@ class SentenceEncoder:
                     self._recent.popitem(last=False)
         return out
 
+    def recalled(self, texts: Sequence[str]) -> npt.NDArray[np.float32] | None:
+        """The vectors of `texts` if every one is remembered, without encoding anything."""
+        keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        with self._lock:
+            known = [self._recent.get(key) for key in keys]
+            if any(vector is None for vector in known):
+                return None
+            for key in keys:
+                self._recent.move_to_end(key)
+        return np.vstack(known) if known else np.zeros((0, DIMENSIONS), np.float32)
+
     def warm(self) -> None:
         """Load now rather than on the first message."""
         self._backend or self._load()
