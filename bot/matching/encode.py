@@ -93,6 +93,11 @@ class SentenceEncoder:
                 self._recent.move_to_end(key)
         return np.vstack(known) if known else np.zeros((0, DIMENSIONS), np.float32)
 
+    def forget_recent(self) -> None:
+        """Drop the remembered vectors (a benchmark measuring the encoder itself needs this)."""
+        with self._lock:
+            self._recent.clear()
+
     def warm(self) -> None:
         """Load now rather than on the first message."""
         self._backend or self._load()
