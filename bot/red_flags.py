@@ -58,29 +58,32 @@ def _normalise(text: str) -> str:
     return _SPACES.sub("", to_simplified(unicodedata.normalize("NFKC", text).lower()))
 
 
+def _one_pattern(flag: RedFlag) -> re.Pattern[str]:
+    parts = [
+        *(re.escape(_normalise(p)) for p in flag.phrases),
+        *(f"(?:{p})" for p in flag.patterns),
+    ]
+    return re.compile("|".join(parts) or "(?!)")
+
+
 class RedFlags:
     """Finds red flags in a message and adds them to the answer of the check or a fraud type."""
 
     def __init__(self, table: RedFlagFile | None) -> None:
         self.table = table
-        self._phrases = [
-            (flag, [_normalise(p) for p in flag.phrases], [re.compile(p) for p in flag.patterns])
-            for flag in (table.flags if table else [])
+        # One pattern per flag (its phrases and patterns together): every message is checked.
+        self._signs = [(flag, _one_pattern(flag)) for flag in (table.flags if table else [])]
+        self._genuine = [
+            (g, [_normalise(p) for p in g.phrases]) for g in (table.genuine if table else [])
         ]
 
     def check(self, text: str) -> Check:
         if self.table is None:
             return Check(())
         message = _normalise(text)
-        found = [
-            flag
-            for flag, phrases, patterns in self._phrases
-            if any(p in message for p in phrases) or any(p.search(message) for p in patterns)
-        ]
+        found = [flag for flag, sign in self._signs if sign.search(message)]
         found.sort(key=lambda f: f.weight != "strong")  # stable: table order within a weight
-        genuine = tuple(
-            g for g in self.table.genuine if any(_normalise(p) in message for p in g.phrases)
-        )
+        genuine = tuple(g for g, phrases in self._genuine if any(p in message for p in phrases))
         return Check(tuple(found), genuine)
 
     def applies(self, entry_id: str, check: Check) -> bool:
