@@ -88,7 +88,8 @@ class Matcher:
         self.priorities = {e.id: e.priority for e in entries}
         self.training = self._training_texts(entries, lexicon)
         self.hyper = hyper or Hyper()
-        self._use(self._model(progress or (lambda message: _LOGGER.info("%s", message))))
+        # Said at WARNING by default: a console user waiting a minute at first start sees why.
+        self._use(self._model(progress or (lambda message: _LOGGER.warning("%s", message))))
 
     @classmethod
     def with_model(
