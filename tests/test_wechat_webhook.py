@@ -680,7 +680,9 @@ async def serving(
         yield served
     finally:
         proc.send_signal(signal.SIGTERM)
-        rest = await asyncio.wait_for(proc.stderr.read(), 30)
+        # A graceful stop may take the aiohttp shutdown timeout plus the channel's grace (25 s)
+        # on a loaded machine; beyond 60 s it is a hang.
+        rest = await asyncio.wait_for(proc.stderr.read(), 60)
         served.stderr = "".join(served.banner) + rest.decode(errors="replace")
         assert await asyncio.wait_for(proc.wait(), 30) == 0, served.stderr
 
