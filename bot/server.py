@@ -73,11 +73,9 @@ async def _to_case_pages(request: web.Request) -> web.Response:
     raise web.HTTPFound("cases/")
 
 
-def startup_lines(settings: Settings) -> list[str]:
-    """What `infoguard serve` says before serving: each channel on or off, and why; the
-    schedule of pushes."""
-    days = settings.push_interval_days
-    pushing = [
+def push_channels(settings: Settings) -> list[str]:
+    """The channels whose credentials allow pushing."""
+    return [
         name
         for name, able in (
             ("WeChat", settings.wechat_app_id and settings.wechat_secret),
@@ -85,6 +83,13 @@ def startup_lines(settings: Settings) -> list[str]:
         )
         if able
     ]
+
+
+def startup_lines(settings: Settings) -> list[str]:
+    """What `infoguard serve` says before serving: each channel on or off, and why; the
+    schedule of pushes."""
+    days = settings.push_interval_days
+    pushing = push_channels(settings)
     if days <= 0:
         push = "scheduled push off: INFOGUARD_PUSH_INTERVAL_DAYS is 0"
     elif not pushing:
@@ -212,7 +217,15 @@ async def _push_on_schedule(engine: Engine, settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _own_storage(settings: Settings) -> AsyncIterator[Storage]:
-    storage = await open_configured_storage(settings)
+    # A stop that lands while the connection opens must still close it: an open aiosqlite
+    # connection's thread would keep the process from exiting.
+    opening = asyncio.ensure_future(open_configured_storage(settings))
+    try:
+        storage = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
     try:
         yield storage
     finally:
