@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from bot.matching.model import OUT_OF_SCOPE
+from bot.matching.model import OUT_OF_SCOPE, top_classes
 
 MAX_OPTIONS = 3
 
@@ -59,7 +59,7 @@ class Policy:
         urgent: bool = False,
         clause_probabilities: Sequence[npt.NDArray[np.float32]] = (),
     ) -> Decision:
-        order = np.argsort(-probabilities)
+        order = top_classes(probabilities, MAX_OPTIONS + 1)
         top = int(order[0])
         p_top = float(probabilities[top])
         if urgent:

@@ -19,7 +19,14 @@ import numpy.typing as npt
 from bot.config import default_cache_dir
 from bot.matching.decide import Decision, Policy, Thresholds
 from bot.matching.encode import SentenceEncoder
-from bot.matching.model import OUT_OF_SCOPE, Hyper, IntentModel, TrainingSet, train
+from bot.matching.model import (
+    OUT_OF_SCOPE,
+    Hyper,
+    IntentModel,
+    TrainingSet,
+    top_classes,
+    train,
+)
 from bot.matching.ngrams import Features, load_syllables
 from bot.matching.normalise import Prepared, Preparer
 from bot.schema import Entry, Lexicon
@@ -59,13 +66,15 @@ class Pending:
     """A message after the n-gram pass, waiting for the encoder (or not)."""
 
     prepared: Prepared
-    features: Features
+    features: list[Features]
+    """The message's n-grams, then each clause's."""
     cheap: npt.NDArray[np.float32]
-    clause_features: list[Features]
-    unsure: bool
-    """The n-gram model is not sure: the full model decides, with the message's vector."""
+    """The cheap model's probabilities, one row per text of `features`."""
+    encoded: tuple[int, ...]
+    """The rows the full model decides, with their vectors: the message if the n-gram model
+    is not sure of it, then its clauses if it is urgent."""
     texts: tuple[str, ...]
-    """What the encoder must see: the message if unsure, then its clauses if it is urgent."""
+    """What the encoder must see: the texts of the `encoded` rows."""
 
 
 class Matcher:
@@ -187,37 +196,33 @@ class Matcher:
     def start(self, message: str) -> Pending:
         """The n-gram pass, and what the encoder must see to finish (maybe nothing)."""
         prepared = self.prepare(message)
-        features = self.model.featurizer.transform(prepared.content)
-        cheap = self.model.cheap(features)
-        clause_features = [self.model.featurizer.transform(c) for c in prepared.clauses]
-        unsure = bool(prepared.content) and float(cheap.max()) < self.thresholds.skip_encoder
-        texts = (prepared.content,) if unsure else ()
+        texts = (prepared.content, *prepared.clauses)
+        features = [self.model.featurizer.transform(t) for t in texts]
+        cheap = self.model.cheap_rows(features)
+        unsure = bool(prepared.content) and float(cheap[0].max()) < self.thresholds.skip_encoder
+        encoded = (0,) if unsure else ()
         if prepared.urgent:
             # Which clause says what happened matters here: worth the encoder on each.
-            texts += prepared.clauses
-        return Pending(prepared, features, cheap, clause_features, unsure, texts)
+            encoded += tuple(range(1, len(texts)))
+        return Pending(prepared, features, cheap, encoded, tuple(texts[i] for i in encoded))
 
     def finish(self, pending: Pending, vectors: npt.NDArray[np.float32]) -> Match:
         """The decision, given the encoder's vectors of `pending.texts`."""
         prepared = pending.prepared
         if not prepared.content:
             return Match(None, 0.0)
-        probabilities = pending.cheap
-        if pending.unsure:
-            probabilities = self.model.full(pending.features, vectors[0], pending.cheap)
-        clause_vectors = vectors[1:] if pending.unsure else vectors
-        clause_probabilities = [self.model.cheap(f) for f in pending.clause_features]
-        if len(clause_vectors):
-            clause_probabilities = [
-                self.model.full(f, v, c)
-                for f, v, c in zip(
-                    pending.clause_features, clause_vectors, clause_probabilities, strict=True
-                )
-            ]
+        scores = pending.cheap
+        if pending.encoded:
+            rows = list(pending.encoded)
+            scores = scores.copy()
+            scores[rows] = self.model.full_rows(
+                [pending.features[i] for i in rows], vectors, pending.cheap[rows]
+            )
+        probabilities, clause_probabilities = scores[0], list(scores[1:])
         decision = self.policy.decide(
             probabilities, urgent=prepared.urgent, clause_probabilities=clause_probabilities
         )
-        order = np.argsort(-probabilities)[:RANKING]
+        order = top_classes(probabilities, RANKING)
         ranking = tuple((self.model.classes[i], float(probabilities[i])) for i in order)
         entry = decision.entry_id if decision.kind == "answer" else None
         also: list[str] = []

@@ -43,6 +43,8 @@ RESTRICT_ABOVE = 128
 CANDIDATES = 64
 
 Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+"""One row per text."""
 
 
 @dataclass(frozen=True)
@@ -113,23 +115,36 @@ class IntentModel:
 
     def cheap(self, features: Features) -> Vector:
         columns, weights = features
-        logits = self._cheap_b + weights @ self._cheap_w[columns]
-        return _softmax(logits)
+        return _softmax(self._cheap_b + weights @ self._cheap_w[columns])
 
     def full(self, features: Features, vector: Vector, cheap: Vector | None = None) -> Vector:
         """The full model's probabilities. On a large knowledge base only the cheap model's
         top candidates are scored; every other class gets probability 0."""
         columns, weights = features
+        encoded = self.hyper.encoder_weight * vector
         if len(self.classes) <= RESTRICT_ABOVE or cheap is None:
-            logits = self._full_b + weights @ self._full_w[columns]
-            logits += (self.hyper.encoder_weight * vector) @ self._full_e
-            return _softmax(logits)
+            return _softmax(self._full_b + weights @ self._full_w[columns] + encoded @ self._full_e)
         top = np.argpartition(cheap, -CANDIDATES)[-CANDIDATES:]
-        logits = self._full_b[top] + weights @ self._full_w[columns][:, top]
-        logits += (self.hyper.encoder_weight * vector) @ self._full_e[:, top]
+        # Only the candidates' weights are fetched: a row of all classes is 20 KB per n-gram.
+        logits = (
+            self._full_b[top]
+            + weights @ self._full_w[np.ix_(columns, top)]
+            + encoded @ self._full_e[:, top]
+        )
         probabilities = np.zeros(len(self.classes), np.float32)
         probabilities[top] = _softmax(logits)
         return probabilities
+
+    def cheap_rows(self, features: Sequence[Features]) -> Matrix:
+        """The cheap model's probabilities, one row per text (a message, then its clauses).
+        Text by text: a dense block over the texts' shared n-grams costs more than it saves."""
+        return np.vstack([self.cheap(f) for f in features])
+
+    def full_rows(self, features: Sequence[Features], vectors: Matrix, cheap: Matrix) -> Matrix:
+        """The full model's probabilities, one row per text, given each text's vector and its
+        cheap model's row."""
+        rows = zip(features, vectors, cheap, strict=True)
+        return np.vstack([self.full(f, v, c) for f, v, c in rows])
 
     def save(self, path: Path) -> None:
         arrays = {
@@ -161,6 +176,16 @@ class IntentModel:
         except (OSError, ValueError, KeyError) as error:
             _LOGGER.warning("model cache %s unreadable (%s); retraining", path.name, error)
             return None
+
+
+def top_classes(probabilities: Vector, count: int) -> npt.NDArray[np.intp]:
+    """The indices of the `count` likeliest classes, likeliest first (no full sort: a large
+    knowledge base has thousands of classes and a reply needs three)."""
+    if count >= len(probabilities):
+        return np.argsort(-probabilities, kind="stable")
+    top = np.argpartition(-probabilities, count)[:count]
+    ordered: npt.NDArray[np.intp] = top[np.argsort(-probabilities[top], kind="stable")]
+    return ordered
 
 
 def _softmax(logits: npt.NDArray[np.float32]) -> Vector:
