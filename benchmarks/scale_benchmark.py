@@ -8,9 +8,10 @@
    message, how many deliveries carried the answer (must be exactly one), and on how many
    workers its deliveries landed (from the X-InfoGuard-Worker header).
 
-Beside each run: the cores the server's processes kept busy, their CPU time per request, and
-the cores busy with anything else meanwhile ("others": PostgreSQL, Redis, and whatever else
-runs on the machine), which on a shared machine caps what a second worker can add.
+Beside each run: the cores the server's processes kept busy, their CPU time per request, the
+cores busy with anything else meanwhile ("others": PostgreSQL, Redis, and whatever else runs
+on the machine), which on a shared machine caps what a second worker can add, and the load
+client's own CPU time per request (it shares the cores with the server).
 
 The client is benchmarks/wechat_benchmark.py's. The servers are INFOGUARD_TEST_DATABASE_URL and
 INFOGUARD_TEST_REDIS_URL if set, else the ones `scripts/test-services start` starts (tuned
@@ -29,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -175,19 +177,20 @@ async def measured(
     endpoint: str, pid: int, workers: int, options: argparse.Namespace, ids: itertools.count[int]
 ) -> Figures:
     server_before, machine_before = cpu_seconds(pid), machine_busy_seconds()
-    client_before = sum(os.times()[:2])
+    client_before = time.process_time()  # this process is the load client only
     figures = await load(
         endpoint, str(workers), CLIENTS, options.requests, options.max_seconds, ids
     )
     used = cpu_seconds(pid) - server_before
-    client = sum(os.times()[:2]) - client_before
+    client = time.process_time() - client_before
     # Busy cores that were neither the server nor this client: PostgreSQL, Redis, and whatever
     # else runs on a shared machine.
     others = machine_busy_seconds() - machine_before - used - client
     row = figures.row().replace(f"{workers:<16}", f"{workers:<10}", 1)
+    done = max(1, figures.requests)
     print(
-        f"{row}{used / figures.seconds:>11.2f}"
-        f"{used / max(1, figures.requests) * 1000:>12.2f}{others / figures.seconds:>8.2f}",
+        f"{row}{used / figures.seconds:>11.2f}{used / done * 1000:>12.2f}"
+        f"{others / figures.seconds:>8.2f}{client / done * 1000:>15.3f}",
         flush=True,
     )
     return figures
@@ -207,7 +210,7 @@ async def run(options: argparse.Namespace) -> None:
             print(
                 f"{'workers':<10}{'clients':>8}{'requests':>10}{'req/s':>12}"
                 f"{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'deferred':>10}"
-                f"{'srv cores':>11}{'cpu ms/req':>12}{'others':>8}"
+                f"{'srv cores':>11}{'cpu ms/req':>12}{'others':>8}{'client ms/req':>15}"
             )
             # Both servers stay up and take turns, so that a burst of other work on a shared
             # machine does not land on one of them only.

@@ -18,6 +18,7 @@ from bot.choices import chosen_payload, no_such_choice
 from bot.content import Content
 from bot.matching import Match, Matcher
 from bot.matching.batching import BatchedMatcher
+from bot.matching.cases import CaseFinder
 from bot.models import Button, IncomingMessage, Outcome, Reply
 from bot.pii import find_personal_data, quoted_from_someone_else, redact, strip_placeholders
 from bot.red_flags import RedFlags
@@ -64,6 +65,7 @@ class Engine:
         self.red_flags = RedFlags(content.red_flags)
         self.smalltalk = SmallTalkReplies(content.smalltalk)
         self._batched = BatchedMatcher(self.matcher)
+        self.case_finder = self.case_finder_for(content, self.matcher.prepare.normalize)
 
     @staticmethod
     def _matchable_entries(content: Content) -> list[Entry]:
@@ -80,6 +82,18 @@ class Engine:
             for case in content.cases.values()
         ]
         return [*content.entries.values(), *case_entries]
+
+    @staticmethod
+    def case_finder_for(content: Content, normalize: Callable[[str], str]) -> CaseFinder:
+        """Finds a case by the words of its article that no other case and few questions use."""
+        cases = content.cases.values()
+        return CaseFinder(
+            names={c.id: [c.title, *c.aliases] for c in cases},
+            articles={c.id: [c.summary, c.facts, c.outcome, c.court, *c.tags] for c in cases},
+            background=[q for e in content.entries.values() for q in [*e.questions, *e.keywords]],
+            normalize=normalize,
+            stop_chars=content.lexicon.stop_chars,
+        )
 
     async def handle(self, message: IncomingMessage) -> list[Reply]:
         return (await self.respond(message)).replies
@@ -179,6 +193,9 @@ class Engine:
         if kind == "urgent":
             return Outcome(self.guide.emergency(), "emergency", match.score)
         case_id = self._case_of(match.entry_id)
+        if case_id is None and not self._urgent(match.entry_id):
+            # A question that names a case (193号指导案例, 柯某案) by what is its own alone.
+            case_id = self.case_finder.find(text)
         if case_id:
             case = self.content.cases[case_id]
             return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)
@@ -197,6 +214,10 @@ class Engine:
         entry = self.content.entries[match.entry_id]
         also = tuple(e for e in match.also if e in self.content.entries)
         return await self._entry_outcome(message, entry, match.score, also, session, text=text)
+
+    def _urgent(self, entry_id: str | None) -> bool:
+        entry = self.content.entries.get(entry_id or "")
+        return entry is not None and entry.priority > 1
 
     def _ordinary(self, entry_id: str | None) -> bool:
         """No answer, or an everyday topic: not urgent, not a fraud type, not the check."""
