@@ -198,7 +198,7 @@ async def load(
 
     A bare HTTP/1.1 client on asyncio, one keep-alive connection per user, rather than
     aiohttp's: the client shares the machine's cores with the server it measures, so the less
-    CPU it takes per request (about a fifth of aiohttp's), the more the figure is the server's.
+    CPU it takes per request (a third of aiohttp's or less), the more the figure is the server's.
     The signature covers only token, timestamp and nonce, so the request head is signed once a
     second, not per request. A connection error, a malformed response or a status other than
     200 counts as an error; `deferred` counts 200s whose body is `success`."""

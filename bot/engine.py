@@ -25,7 +25,7 @@ from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
-from bot.smalltalk import SmallTalkReplies
+from bot.smalltalk import Chat, SmallTalkReplies
 from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ CASE_PREFIX = "case:"
 """How an outcome names a case: "case:<id>"."""
 CASE_ENTRY = "case_"
 """How the matcher knows a case: a pseudo-entry "case_<id>" trained on its title and names."""
+
+ASIDE_SURE = 0.8
+"""Beside small talk, a few words ask a question of their own only when the matcher is this sure
+of them ("谢谢，验证码呢" is 0.98 verification_code; "谢谢你帮了大忙" is 0.61 about)."""
 
 
 def _no_url(case_id: str) -> str | None:
@@ -63,7 +67,7 @@ class Engine:
         self.build = ReplyBuilder(content, case_url)
         self.guide = ReportGuide(content)
         self.red_flags = RedFlags(content.red_flags)
-        self.smalltalk = SmallTalkReplies(content.smalltalk)
+        self.smalltalk = SmallTalkReplies(content.smalltalk, content.lexicon.greetings)
         self._batched = BatchedMatcher(self.matcher)
         self.case_finder = self.case_finder_for(content, self.matcher.prepare.normalize)
 
@@ -185,9 +189,15 @@ class Engine:
     async def _answer(
         self, message: IncomingMessage, text: str, session: dict[str, Any]
     ) -> Outcome:
-        chat = self.smalltalk.reply_to(text)
+        chat = self.smalltalk.find(text)
+        if chat is not None and not chat.rest:
+            return self._small_talk(chat)
         if chat is not None:
-            return Outcome([Reply(chat)], "smalltalk", 1.0)
+            # "谢谢你帮了大忙": small talk, unless the words beside it ask something.
+            aside = await self._batched.match(chat.rest)
+            kind = aside.decision.kind if aside.decision is not None else "decline"
+            if kind != "urgent" and (aside.entry_id is None or aside.score < ASIDE_SURE):
+                return self._small_talk(chat)
         match = await self._batched.match(strip_placeholders(text))
         kind = match.decision.kind if match.decision is not None else "decline"
         if kind == "urgent":
@@ -218,6 +228,11 @@ class Engine:
     def _urgent(self, entry_id: str | None) -> bool:
         entry = self.content.entries.get(entry_id or "")
         return entry is not None and entry.priority > 1
+
+    def _small_talk(self, chat: Chat) -> Outcome:
+        if chat.reply is None:
+            return Outcome([self._welcome()], "greeting", 1.0)
+        return Outcome([Reply(chat.reply)], "smalltalk", 1.0)
 
     def _ordinary(self, entry_id: str | None) -> bool:
         """No answer, or an everyday topic: not urgent, not a fraud type, not the check."""

@@ -64,7 +64,7 @@ async def test_money_lost_is_never_declined(
     assert "110" in outcome.replies[0].text
 
 
-@pytest.mark.parametrize("message", ["谢谢", "好的谢谢啦", "再见！", "OK"])
+@pytest.mark.parametrize("message", ["谢谢", "好的谢谢啦", "再见！", "OK", "謝謝你", "多谢晒"])
 async def test_small_talk_gets_a_short_warm_reply(mini_engine: Engine, message: str) -> None:
     outcome = await mini_engine.respond(IncomingMessage("console", "u", message))
     assert outcome.entry_id == "smalltalk"
@@ -72,8 +72,22 @@ async def test_small_talk_gets_a_short_warm_reply(mini_engine: Engine, message: 
     assert "回答不了" not in outcome.replies[0].text
 
 
+@pytest.mark.parametrize("message", ["hello", "Hi!", "早上好"])
+async def test_a_greeting_gets_the_welcome(mini_engine: Engine, message: str) -> None:
+    outcome = await mini_engine.respond(IncomingMessage("console", "u", message))
+    assert outcome.entry_id == "greeting"
+    assert outcome.replies[0].buttons  # the main menu
+
+
+async def test_thanks_beside_a_few_words_is_still_thanks(mini_engine: Engine) -> None:
+    outcome = await mini_engine.respond(IncomingMessage("console", "u", "谢谢你帮了大忙"))
+    assert outcome.entry_id == "smalltalk"
+
+
 async def test_a_polite_question_is_not_small_talk(mini_engine: Engine) -> None:
     outcome = await mini_engine.respond(IncomingMessage("console", "u", "好的，那验证码能给别人吗"))
+    assert outcome.entry_id == "verification_code"
+    outcome = await mini_engine.respond(IncomingMessage("console", "u2", "谢谢，验证码呢"))
     assert outcome.entry_id == "verification_code"
 
 

@@ -8,6 +8,7 @@ the cached model for this knowledge base or trains (and calibrates) one.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from bot.schema import Entry, Lexicon
 
 _LOGGER = logging.getLogger(__name__)
 RANKING = 5
+_DIGITS = re.compile("[0-9]+")
 _ENCODERS: dict[Path, SentenceEncoder] = {}
 
 __all__ = ["OUT_OF_SCOPE", "Match", "Matcher"]
@@ -96,6 +98,7 @@ class Matcher:
         entries = list(entries)
         self.priorities = {e.id: e.priority for e in entries}
         self.training = self._training_texts(entries, lexicon)
+        self.numbers = frozenset(n for t in self.training[0] for n in _DIGITS.findall(t))
         self.hyper = hyper or Hyper()
         # Said at WARNING by default: a console user waiting a minute at first start sees why.
         self._use(self._model(progress or (lambda message: _LOGGER.warning("%s", message))))
@@ -111,6 +114,7 @@ class Matcher:
         load_syllables(cache_dir)
         matcher.encoder = shared_encoder(cache_dir)
         matcher.priorities = priorities
+        matcher.numbers = frozenset()
         matcher.hyper = model.hyper
         matcher._use(model)
         return matcher
@@ -206,10 +210,15 @@ class Matcher:
             encoded += tuple(range(1, len(texts)))
         return Pending(prepared, features, cheap, encoded, tuple(texts[i] for i in encoded))
 
+    def _unknown_number(self, content: str) -> bool:
+        """A bare number that no example question names (111, 1111111): nothing to answer,
+        however much its digits look like 110's."""
+        return content.isdigit() and content not in self.numbers
+
     def finish(self, pending: Pending, vectors: npt.NDArray[np.float32]) -> Match:
         """The decision, given the encoder's vectors of `pending.texts`."""
         prepared = pending.prepared
-        if not prepared.content:
+        if not prepared.content or self._unknown_number(prepared.content):
             return Match(None, 0.0)
         scores = pending.cheap
         if pending.encoded:
