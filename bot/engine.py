@@ -203,9 +203,10 @@ class Engine:
         if kind == "urgent":
             return Outcome(self.guide.emergency(), "emergency", match.score)
         case_id = self._case_of(match.entry_id)
-        if case_id is None and not self._urgent(match.entry_id):
-            # A question that names a case (193号指导案例, 柯某案) by what is its own alone.
-            case_id = self.case_finder.find(text)
+        if not self._urgent(match.entry_id):
+            # A question that names a case (193号指导案例, 柯某案) by what is its own alone:
+            # surer than the model, which has a few titles of each case to learn from.
+            case_id = self.case_finder.find(text) or case_id
         if case_id:
             case = self.content.cases[case_id]
             return Outcome([self.build.case_reply(case)], CASE_PREFIX + case_id, match.score)

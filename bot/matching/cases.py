@@ -29,11 +29,16 @@ MIN_COVERED = 3.0
 """Characters a case's own words must cover, when the message asks about a case."""
 MIN_COVERED_UNASKED = 8.0
 """The same when it does not: only a message full of one case's particulars."""
+MIN_COVERED_SHARE = 0.1
+"""And at least this share of a long message: chance matches grow with its length."""
 LEAD = 2.0
 """The best case's cover must be this many times the runner-up's."""
 _ASKS_ABOUT_A_CASE = re.compile(
     "(?<![报备答方立档])案|判|诉讼|起诉|告了|法院|检察|获刑|被告|指导性|检例|专案|新闻|报道"
 )
+
+
+_CLAUSE_BREAK = re.compile(r"[\s，。！？；：、,.!?;:“”\"'（）()《》「」]+")
 
 
 def _grams(text: str) -> set[str]:
@@ -57,7 +62,9 @@ class CaseFinder:
         self._normalize = normalize
 
         def grams_of(texts: Iterable[str]) -> set[str]:
-            found = set().union(*(_grams(normalize(t)) for t in texts))
+            # Clause by clause: an n-gram across a comma is no word of the case.
+            clauses = [c for t in texts for c in _CLAUSE_BREAK.split(t)]
+            found = set().union(*(_grams(normalize(c)) for c in clauses))
             return {
                 g
                 for g in found
@@ -105,6 +112,8 @@ class CaseFinder:
             return None
         best, cover = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-        asked = _ASKS_ABOUT_A_CASE.search(self._normalize(text)) is not None
-        enough = cover >= (MIN_COVERED if asked else MIN_COVERED_UNASKED)
+        text = self._normalize(text)
+        asked = _ASKS_ABOUT_A_CASE.search(text) is not None
+        least = max(MIN_COVERED if asked else MIN_COVERED_UNASKED, MIN_COVERED_SHARE * len(text))
+        enough = cover >= least
         return best if enough and cover >= LEAD * runner_up else None
