@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
@@ -62,7 +63,45 @@ def load_syllables(cache_dir: Path) -> None:
         pass  # only costs the next start its half second
 
 
-def _syllable(char: str) -> str:
+_LATIN_RUN = re.compile("[a-z]+")
+_PINYIN: set[str] = set()
+"""Every toneless syllable of the table: a latin run made only of these is typed pinyin."""
+LONGEST_SYLLABLE = 6
+
+
+def _pinyin(run: str) -> list[str] | None:
+    """`run` split into pinyin syllables, longest first (baojing → bao jing), or None when it
+    is not pinyin (app, wifi, hello)."""
+    if not _PINYIN:
+        _PINYIN.update(s for s in _SYLLABLES.values() if s.isascii() and s.isalpha())
+    found, start = [], 0
+    while start < len(run):
+        for end in range(min(len(run), start + LONGEST_SYLLABLE), start, -1):
+            if run[start:end] in _PINYIN:
+                found.append(run[start:end])
+                start = end
+                break
+        else:
+            return None
+    return found
+
+
+def syllables(text: str) -> list[str]:
+    """The toneless syllables of `text`: one per Chinese character; a run of typed pinyin
+    (报jing) as its syllables, so it meets the characters it stands for; anything else as is."""
+    out: list[str] = []
+    start = 0
+    for run in _LATIN_RUN.finditer(text):
+        out.extend(syllable(c) for c in text[start : run.start()])
+        spelled = _pinyin(run.group()) if len(run.group()) > 1 else None
+        out.extend(spelled if spelled is not None else run.group())
+        start = run.end()
+    out.extend(syllable(c) for c in text[start:])
+    return out
+
+
+def syllable(char: str) -> str:
+    """The toneless syllable of a Chinese character; any other character as is."""
     found = _SYLLABLES.get(char)
     if found is not None:
         return found
@@ -81,9 +120,9 @@ def grams(text: str) -> Counter[str]:
         counts.update(text[i : i + n] for i in range(len(text) - n + 1))
     if not USE_SYLLABLES:
         return counts
-    syllables = [_syllable(c) for c in text]
-    counts.update(SYLLABLE + s for s in syllables)
-    counts.update(SYLLABLE + a + " " + b for a, b in pairwise(syllables))
+    sounds = syllables(text)
+    counts.update(SYLLABLE + s for s in sounds)
+    counts.update(SYLLABLE + a + " " + b for a, b in pairwise(sounds))
     return counts
 
 

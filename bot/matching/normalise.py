@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from bot.matching.ngrams import syllable
 from bot.schema import Lexicon
 from bot.text import Normalizer
 
 MAX_CLAUSES = 8
+SOUNDED_STOP = 3
+"""Stop phrases this long are also removed when typed as homophones (怎么出理 for 怎么处理):
+shorter ones sound like too many real words."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +39,40 @@ class Preparer:
     def __init__(self, lexicon: Lexicon) -> None:
         self.normalize = Normalizer(lexicon.replacements())
         stops = sorted(map(self.normalize, lexicon.stop_phrases), key=len, reverse=True)
-        self._stop_phrases = re.compile("|".join(map(re.escape, filter(None, stops))) or "(?!)")
+        # 怎么办 is filler, but not the 怎么办 of 怎么办理 (how to apply for): that is the topic.
+        alternatives = [re.escape(s) + ("(?!理)" if s.endswith("办") else "") for s in stops if s]
+        self._stop_phrases = re.compile("|".join(alternatives) or "(?!)")
+        self._sounded = {s for s in stops if len(s) >= SOUNDED_STOP}
+        self._stop_sounds: set[tuple[str, ...]] | None = None
+        """Built at first use: the syllable table is loaded after the preparer is made."""
         self._urgent = [re.compile(p) for p in lexicon.urgent_patterns]
 
     def content(self, text: str) -> str:
-        """The normalised text without stop phrases; the text itself if nothing else is left
-        (a knowledge question made only of stop phrases still needs a form)."""
-        return self._stop_phrases.sub("", self.normalize(text))
+        """The normalised text without stop phrases, also ones typed as homophones."""
+        return self._without_stop_sounds(self._stop_phrases.sub("", self.normalize(text)))
+
+    def _without_stop_sounds(self, text: str) -> str:
+        if self._stop_sounds is None:
+            self._stop_sounds = {tuple(map(syllable, s)) for s in self._sounded}
+        if not self._stop_sounds or len(text) < SOUNDED_STOP:
+            return text
+        lengths = sorted({len(s) for s in self._stop_sounds}, reverse=True)
+        sounds = [syllable(c) for c in text]
+        kept, start = [], 0
+        while start < len(text):
+            for length in lengths:
+                # A stop phrase in its own characters is still here because it is kept on
+                # purpose (怎么办理); only its homophones go.
+                span = text[start : start + length]
+                if tuple(sounds[start : start + length]) in self._stop_sounds and (
+                    span not in self._sounded
+                ):
+                    start += length
+                    break
+            else:
+                kept.append(text[start])
+                start += 1
+        return "".join(kept)
 
     def example(self, text: str) -> str:
         """An example question's form for training: its content, or all of it if that is empty."""
