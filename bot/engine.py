@@ -25,7 +25,7 @@ from bot.red_flags import RedFlags
 from bot.replies import ReplyBuilder
 from bot.report import FLOW, FlowStep, ReportGuide
 from bot.schema import Entry
-from bot.smalltalk import Chat, SmallTalkReplies
+from bot.smalltalk import SmallTalkReplies
 from bot.storage import Storage
 
 _LOGGER = logging.getLogger(__name__)
@@ -189,15 +189,9 @@ class Engine:
     async def _answer(
         self, message: IncomingMessage, text: str, session: dict[str, Any]
     ) -> Outcome:
-        chat = self.smalltalk.find(text)
-        if chat is not None and not chat.rest:
-            return self._small_talk(chat)
-        if chat is not None:
-            # "谢谢你帮了大忙": small talk, unless the words beside it ask something.
-            aside = await self._batched.match(chat.rest)
-            kind = aside.decision.kind if aside.decision is not None else "decline"
-            if kind != "urgent" and (aside.entry_id is None or aside.score < ASIDE_SURE):
-                return self._small_talk(chat)
+        chatted = await self._small_talk(text)
+        if chatted is not None:
+            return chatted
         match = await self._batched.match(strip_placeholders(text))
         kind = match.decision.kind if match.decision is not None else "decline"
         if kind == "urgent":
@@ -230,7 +224,17 @@ class Engine:
         entry = self.content.entries.get(entry_id or "")
         return entry is not None and entry.priority > 1
 
-    def _small_talk(self, chat: Chat) -> Outcome:
+    async def _small_talk(self, text: str) -> Outcome | None:
+        """The reply to small talk (the welcome to a greeting), or None: a question."""
+        chat = self.smalltalk.find(text)
+        if chat is None:
+            return None
+        if chat.rest:
+            # "谢谢你帮了大忙": small talk, unless the words beside it ask something.
+            aside = await self._batched.match(chat.rest)
+            kind = aside.decision.kind if aside.decision is not None else "decline"
+            if kind == "urgent" or (aside.entry_id is not None and aside.score >= ASIDE_SURE):
+                return None
         if chat.reply is None:
             return Outcome([self._welcome()], "greeting", 1.0)
         return Outcome([Reply(chat.reply)], "smalltalk", 1.0)
