@@ -67,7 +67,9 @@ class Engine:
         self.build = ReplyBuilder(content, case_url)
         self.guide = ReportGuide(content)
         self.red_flags = RedFlags(content.red_flags)
-        self.smalltalk = SmallTalkReplies(content.smalltalk, content.lexicon.greetings)
+        self.smalltalk = SmallTalkReplies(
+            content.smalltalk, content.lexicon.greetings, self.matcher.prepare.normalize
+        )
         self._batched = BatchedMatcher(self.matcher)
         self.case_finder = self.case_finder_for(content, self.matcher.prepare.normalize)
 

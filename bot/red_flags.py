@@ -18,6 +18,7 @@ from bot.schema import GenuineSignal, RedFlag, RedFlagFile
 from bot.text import to_simplified
 
 _SPACES = re.compile(r"\s+")
+_WEB_ADDRESS = re.compile(r"https?://|www\.|[a-z0-9-]+\.[a-z]{2,6}(?![a-z0-9])")
 STRONG_SCORE = 2
 MEDIUM_SCORE = 1
 LIKELY_MIN_FLAGS = 2
@@ -96,15 +97,18 @@ class RedFlags:
 
     def rescue(self, text: str, *, declined: bool = True) -> str | None:
         """The check's entry for a message that shows a combination of red flags, or, when the
-        matcher declined it, a genuine 12381 warning: a pasted SMS is rarely worded like any
-        question, yet deserves the check. (A message the matcher did answer that merely names a
-        genuine line, 96110是啥电话, keeps its answer.)"""
+        matcher declined it, a genuine 12381 warning or a red flag beside a web address: a
+        pasted SMS is rarely worded like any question, yet deserves the check. (A message the
+        matcher did answer that merely names a genuine line, 96110是啥电话, keeps its answer.)"""
         if self.table is None:
             return None
         check = self.check(text)
-        if check.level is not Level.LIKELY and not (declined and check.genuine):
-            return None
-        return self.table.check_entry
+        if check.level is Level.LIKELY:
+            return self.table.check_entry
+        if declined and (check.genuine or (check.flags and _WEB_ADDRESS.search(_normalise(text)))):
+            # A declined message that carries a web address and a sign is a pasted one.
+            return self.table.check_entry
+        return None
 
     def describe(self, check: Check, *, verify: bool = True) -> str:
         """The verdict in the bot's words: the flags found, how sure it is, how to verify."""

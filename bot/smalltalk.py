@@ -10,7 +10,7 @@ replies to it as small talk only when the matcher finds no question in those wor
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from bot.schema import SmallTalk
@@ -33,7 +33,15 @@ class Chat:
 
 
 class SmallTalkReplies:
-    def __init__(self, table: Sequence[SmallTalk], greetings: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        table: Sequence[SmallTalk],
+        greetings: Iterable[str] = (),
+        normalize: Callable[[str], str] | None = None,
+    ) -> None:
+        """`normalize`: the matcher's normalisation (唔该 → 谢谢); by default width, case,
+        punctuation and traditional characters only."""
+        self._normalize = normalize or (lambda text: to_simplified(display_clean(text)))
         self._reply_of: dict[str, str | None] = {}
         for item in table:
             for phrase in item.phrases:
@@ -43,9 +51,8 @@ class SmallTalkReplies:
         keys = sorted(filter(None, self._reply_of), key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, keys))) if keys else None
 
-    @staticmethod
-    def _clean(text: str) -> str:
-        return to_simplified(display_clean(text))
+    def _clean(self, text: str) -> str:
+        return self._normalize(text)
 
     def find(self, text: str) -> Chat | None:
         """`text` as small talk: wholly (no `rest`), or loosely (it opens or closes with small

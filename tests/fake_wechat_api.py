@@ -2,7 +2,8 @@
 stable_token and token, customer service send, mass send by openid list (2-10,000 openids; a
 clientmsgid seen before is refused with 45065 and the first msg_id, and nothing is sent), menu
 creation, each checked the way WeChat checks it, with faults to inject (an errcode, an HTTP
-status, a delay), once or on every call, a mass-send quota (45028 when used up), a hook
+status, a delay), once or on every call, a mass-send quota (45028 when used up), mass sends
+made slow and taken one at a time (`mass_send_seconds`), a hook
 called with each request after it was carried out and before it is answered, and what each
 follower received."""
 
@@ -56,12 +57,18 @@ class FakeWeChatAPI:
     """The next this many new clientmsgids are answered 45065, as if another sender had used
     them (nothing is delivered)."""
     """Mass sends still accepted before 45028 (no quota left); None: unlimited."""
+    mass_send_seconds: float = 0.0
+    """Each mass send waits its turn, one at a time, then this long before it is carried out
+    (a slow WeChat, so that a push can be killed in the middle); 0, the default: at once, all
+    together. A call whose client hangs up meanwhile is cancelled by the server, so it is not
+    carried out."""
     on_call: Callable[[Call], Awaitable[None]] | None = None
     """Awaited with each call once it was carried out, before it is answered (e.g. to kill
     the client then: the message went out, the answer is lost)."""
     _once: dict[str, deque[Fault]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Fault] = field(default_factory=dict)
     _server: TestServer | None = None
+    _mass_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def base_url(self) -> str:
@@ -111,7 +118,12 @@ class FakeWeChatAPI:
             return _answer(47001, "data format error")
         call = Call(path, request.query.get("access_token"), body)
         self.calls.append(call)
-        answer = await self._carry_out(request, path, raw, body)
+        if path == "message/mass/send" and self.mass_send_seconds > 0:
+            async with self._mass_turn:
+                await asyncio.sleep(self.mass_send_seconds)
+                answer = await self._carry_out(request, path, raw, body)
+        else:
+            answer = await self._carry_out(request, path, raw, body)
         if self.on_call is not None:
             await self.on_call(call)
         return answer

@@ -91,6 +91,14 @@ async def test_a_genuine_12381_warning_is_said_to_be_genuine(engine: Engine) -> 
     assert "12381发来的预警短信是公安机关的预警劝阻提醒" in shown
 
 
+async def test_a_web_address_followed_by_chinese_is_still_a_link(engine: Engine) -> None:
+    # Spaces go before the check, so the address runs into the next word: etc-rz.cc认证.
+    outcome, shown = await ask(engine, "您的ETC已失效，请立即点击 etc-rz.cc 认证，逾期将无法通行")
+    assert outcome.entry_id == "scam_check"
+    assert "带链接或让您扫码、下载App" in shown
+    assert "etc-rz" not in shown
+
+
 async def test_just_asking_gets_the_general_check(engine: Engine) -> None:
     outcome, shown = await ask(engine, "这是不是诈骗")
     assert outcome.entry_id == "scam_check"

@@ -96,6 +96,9 @@ class Matcher:
         load_syllables(cache_dir)
         self.encoder = shared_encoder(cache_dir)
         entries = list(entries)
+        self.prepare.learn_words(
+            [t for e in entries for t in [*e.questions, *e.keywords]] + lexicon.out_of_scope
+        )
         self.priorities = {e.id: e.priority for e in entries}
         self.training = self._training_texts(entries, lexicon)
         self.numbers = frozenset(n for t in self.training[0] for n in _DIGITS.findall(t))

@@ -9,8 +9,10 @@ checked on the raw text.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bot.matching.homophones import Speller
 from bot.matching.ngrams import syllable
 from bot.schema import Lexicon
 from bot.text import Normalizer
@@ -46,10 +48,20 @@ class Preparer:
         self._stop_sounds: set[tuple[str, ...]] | None = None
         """Built at first use: the syllable table is loaded after the preparer is made."""
         self._urgent = [re.compile(p) for p in lexicon.urgent_patterns]
+        self._speller: Speller | None = None
+
+    def learn_words(self, examples: Iterable[str]) -> None:
+        """Learn the knowledge base's words from its example questions, so that homophone
+        typos of them (网带 for 网贷) are read as them."""
+        self._speller = Speller(self.normalize(e) for e in examples)
 
     def content(self, text: str) -> str:
-        """The normalised text without stop phrases, also ones typed as homophones."""
-        return self._without_stop_sounds(self._stop_phrases.sub("", self.normalize(text)))
+        """The normalised text, homophone typos of the knowledge base's words corrected,
+        without stop phrases, also ones typed as homophones."""
+        text = self.normalize(text)
+        if self._speller is not None:
+            text = self._speller(text)
+        return self._without_stop_sounds(self._stop_phrases.sub("", text))
 
     def _without_stop_sounds(self, text: str) -> str:
         if self._stop_sounds is None:

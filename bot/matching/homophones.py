@@ -1,0 +1,84 @@
+"""Homophone typos corrected to the knowledge base's own words: 网带 → 网贷, 公简法 → 公检法.
+
+Pinyin input puts a word's homophone on the screen as easily as the word. The syllable
+n-grams of `ngrams` soften such a typo; this goes further for the words the knowledge base
+uses most: a run of characters that the knowledge base seldom writes (a typo in an example
+question counts as seldom), but that sounds exactly (tones aside) like one of its common
+words, is read as that word. Common words that sound alike are left alone: no guess between
+them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+from bot.matching.ngrams import syllable
+
+LENGTHS = (4, 3, 2)
+COMMON = 3
+"""A word is the knowledge base's own when this many example questions use it."""
+CLEAR_LEAD = 2
+"""A sound is one word's when that word is this many times as common as the next that sounds
+the same; otherwise it is ambiguous and nothing is corrected to either."""
+
+
+def _grams(text: str) -> set[str]:
+    return {text[i : i + n] for n in LENGTHS for i in range(len(text) - n + 1)}
+
+
+class Speller:
+    """Learned from the knowledge base's normalised example questions."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        used: Counter[str] = Counter()
+        for text in texts:
+            used.update(_grams(text))
+        self._used = used
+        by_sound: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        for word, count in used.items():
+            if count >= COMMON:
+                by_sound[self._sound(word)].append(word)
+        self._word_of: dict[tuple[str, ...], str] = {}
+        for sound, words in by_sound.items():
+            words.sort(key=lambda w: -used[w])
+            if len(words) == 1 or used[words[0]] >= CLEAR_LEAD * used[words[1]]:
+                self._word_of[sound] = words[0]
+
+    @staticmethod
+    def _sound(word: str) -> tuple[str, ...]:
+        return tuple(syllable(c) for c in word)
+
+    def __call__(self, text: str) -> str:
+        """`text` with every unknown run that sounds like a common word replaced by it."""
+        if not self._word_of or len(text) < min(LENGTHS):
+            return text
+        sounds = [syllable(c) for c in text]
+        out, start = [], 0
+        while start < len(text):
+            step = self._word_at(text, start) or self._correction_at(text, sounds, start)
+            if step is None:
+                out.append(text[start])
+                start += 1
+            else:
+                out.append(step[0])
+                start += step[1]
+        return "".join(out)
+
+    def _word_at(self, text: str, start: int) -> tuple[str, int] | None:
+        """A common word starting here, kept whole: the 宝 of 淘宝 is not the 包 of 包卖."""
+        for length in LENGTHS:
+            span = text[start : start + length]
+            if len(span) == length and self._used[span] >= COMMON:
+                return span, length
+        return None
+
+    def _correction_at(self, text: str, sounds: list[str], start: int) -> tuple[str, int] | None:
+        """The common word that the seldom-written run starting here sounds like."""
+        for length in LENGTHS:
+            if start + length > len(text):
+                continue
+            word = self._word_of.get(tuple(sounds[start : start + length]))
+            if word is not None:
+                return word, length
+        return None
