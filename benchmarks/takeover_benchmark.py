@@ -25,6 +25,8 @@ mid-push). Exit 0 when they hold, 1 otherwise. Everything runs on 127.0.0.1.
     .venv/bin/python -m benchmarks.takeover_benchmark [--subscribers 200000] [--kill-at K]
         [--send-seconds S] [--timeout 180]
 
+At least 2 mass sends are needed (more than 10,000 subscribers) for a kill mid-push.
+
 Without those variables `scripts/test-services start` starts the servers (as for
 benchmarks/scale_benchmark.py). Timings are noisy on a shared machine.
 """
@@ -37,6 +39,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +141,12 @@ class Outcome:
     rounds_open: int = -1
     stop_code: int | None = None
     stop_seconds: float = 0.0
+    exited_early: bool = False
+    """The server had exited by itself before the SIGTERM."""
+    titles: dict[str, str] = field(default_factory=dict)
+    """Case title -> case id, of the content the server pushes."""
+    expected_case: str = ""
+    """The case of the round: the first in push order (nobody had any)."""
     log: list[tuple[float, str]] = field(default_factory=list)
     failure: str = ""
 
@@ -165,9 +174,18 @@ def owner_pid(owner: str) -> int | None:
 
 def serve_env(world: PushWorld, url: str, redis: str, prefix: str, port: int) -> dict[str, str]:
     """The push world's environment (WeChat at the fake, the database), WeChat's webhook on,
-    Telegram off, the scheduled push on its default interval (due at once on a new database)."""
+    Telegram off, the scheduled push on its default interval (due at once on a new database),
+    and a snapshot of the knowledge and cases: an edit made meanwhile (other work on the
+    checkout) would have each worker train the matcher anew at start."""
+    settings = Settings.from_env()
+    snapshot = {}
+    for name, folder in (("knowledge", settings.knowledge_dir), ("cases", settings.cases_dir)):
+        snapshot[name] = world.folder / name
+        shutil.copytree(folder, snapshot[name])
     env = {k: v for k, v in world.env().items() if not k.startswith("TELEGRAM_")}
     env.update(
+        INFOGUARD_KNOWLEDGE_DIR=str(snapshot["knowledge"]),
+        INFOGUARD_CASES_DIR=str(snapshot["cases"]),
         WECHAT_TOKEN=TOKEN,
         INFOGUARD_DATABASE_URL=url,
         INFOGUARD_REDIS_URL=redis,
@@ -180,9 +198,11 @@ def serve_env(world: PushWorld, url: str, redis: str, prefix: str, port: int) ->
 
 
 @contextlib.asynccontextmanager
-async def supervisor(env: dict[str, str], out: Outcome) -> AsyncIterator[int]:
-    """`infoguard serve --workers 2` (its own session); yields its pid. Its stderr lines go to
-    `out.log`; stopped with SIGTERM at the end (the exit code and time go to `out`)."""
+async def supervisor(
+    env: dict[str, str], out: Outcome
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`infoguard serve --workers 2` (its own session). Its stderr lines go to `out.log`;
+    stopped with SIGTERM at the end (the exit code and time go to `out`)."""
     out.started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "serve", "--workers", "2",
@@ -200,9 +220,10 @@ async def supervisor(env: dict[str, str], out: Outcome) -> AsyncIterator[int]:
 
     reader = asyncio.create_task(read(proc.stderr))
     try:
-        yield proc.pid
+        yield proc
     finally:
         stopping = time.monotonic()
+        out.exited_early = proc.returncode is not None
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -273,7 +294,7 @@ async def benchmark(args: argparse.Namespace) -> Outcome:
     in_flight = min(batches, PushOptions().concurrency)
     send_seconds = args.send_seconds or min(1.0, QUEUE_SECONDS / in_flight)
     out = Outcome(args.subscribers, send_seconds, batches)
-    killer = Killer(at=args.kill_at or max(1, batches // 4))
+    killer = Killer(at=max(2, args.kill_at or batches // 4))
     prefix = f"takeover-bench:{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory(prefix="takeover-bench-") as tmp:
         async with fresh_schema(database) as url:
@@ -281,6 +302,10 @@ async def benchmark(args: argparse.Namespace) -> Outcome:
             await world.start()
             try:
                 env = serve_env(world, url, redis, prefix, free_port())
+                settings = Settings.from_env(env)
+                cards = push_order(load(settings), settings.case_url)
+                out.titles = {card.title: card.case_id for card in cards}
+                out.expected_case = cards[0].case_id
                 migrate = [sys.executable, "-m", "bot", "db", "migrate"]
                 await asyncio.to_thread(
                     subprocess.run, migrate, env=env, cwd=ROOT, check=True, capture_output=True
@@ -292,8 +317,8 @@ async def benchmark(args: argparse.Namespace) -> Outcome:
                 world.wechat.on_call = killer.on_call
                 conn = await asyncpg.connect(url)
                 try:
-                    async with supervisor(env, out) as pid:
-                        await run(args, out, killer, world, conn, pid)
+                    async with supervisor(env, out) as proc:
+                        await run(args, out, killer, world, conn, proc)
                         out.ledger = dict(
                             await conn.fetch(
                                 "SELECT status, COUNT(*) FROM push_deliveries GROUP BY status"
@@ -319,10 +344,12 @@ async def run(
     killer: Killer,
     world: PushWorld,
     conn: asyncpg.Connection,
-    supervisor_pid: int,
+    proc: asyncio.subprocess.Process,
 ) -> None:
     """From the server's start to the end of the push (or of the time allowed)."""
-    if not await until(lambda: out.ready_at is not None, 150):
+    supervisor_pid = proc.pid
+    await until(lambda: out.ready_at is not None or proc.returncode is not None, 150)
+    if out.ready_at is None:
         out.failure = "the server did not report ready"
         return
     killer.ready = True
@@ -384,7 +411,7 @@ async def run(
         out.who = f"pid {new_pid} (not a worker of this server now)"
 
 
-def report(out: Outcome, titles: dict[str, str], expected_case: str) -> bool:
+def report(out: Outcome) -> bool:
     print(
         f"takeover between serve workers: {out.subscribers:,} WeChat subscribers, "
         f"{out.batches} mass sends of up to {MASS_SEND_MAX:,}, each {out.send_seconds:.2f} s "
@@ -452,8 +479,8 @@ def report(out: Outcome, titles: dict[str, str], expected_case: str) -> bool:
         )
     elif killed is not None:
         print(f"  NOT DONE within the time allowed after the kill: {out.failure or 'timeout'}")
-    expected = {openid(n): expected_case for n in range(out.subscribers)}
-    t: Tally = tally(out.received, expected, titles)
+    expected = {openid(n): out.expected_case for n in range(out.subscribers)}
+    t: Tally = tally(out.received, expected, out.titles)
     print(
         f"  per subscriber: reached exactly once {t.reached:,}, missed {t.missed:,}, received "
         f"twice {t.twice:,}, a different case {t.other_case:,} (of {t.subscribers:,})"
@@ -465,7 +492,10 @@ def report(out: Outcome, titles: dict[str, str], expected_case: str) -> bool:
         print(f"  {strays} openids that are not subscribers received something")
     ledger = ", ".join(f"{status} {n:,}" for status, n in sorted(out.ledger.items()))
     print(f"  ledger: {ledger or 'empty'}; rounds left open: {out.rounds_open}")
-    print(f"  server stopped by SIGTERM: exit {out.stop_code} after {out.stop_seconds:.1f} s")
+    if out.exited_early:
+        print(f"  server had exited by itself: exit {out.stop_code}")
+    else:
+        print(f"  server stopped by SIGTERM: exit {out.stop_code} after {out.stop_seconds:.1f} s")
     problems = Counter(
         re.sub(r"\d+", "N", line.split(" ", 2)[-1])
         for _, line in out.log
@@ -482,14 +512,18 @@ def report(out: Outcome, titles: dict[str, str], expected_case: str) -> bool:
         f"{TAKEOVER_GOAL_SECONDS:g} s {'OK' if fast else 'MISSED'} (another worker looks every "
         f"{BUSY_RETRY_SECONDS:g} s), killed mid-push {'OK' if killed is not None else 'MISSED'}"
     )
-    return once and fast and killed is not None and out.stop_code == 0
+    return once and fast and killed is not None and out.stop_code == 0 and not out.exited_early
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--subscribers", type=int, default=200_000)
     parser.add_argument(
-        "--kill-at", type=int, default=0, help="kill after this mass send (default: a quarter)"
+        "--kill-at",
+        type=int,
+        default=0,
+        help="kill after this mass send (default: a quarter of them; at least the 2nd, as the "
+        "owner is looked up once the first has arrived)",
     )
     parser.add_argument(
         "--send-seconds",
@@ -501,12 +535,8 @@ def main() -> int:
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds allowed after the kill"
     )
-    args = parser.parse_args()
-    settings = Settings.from_env()  # what the server loads: the same environment
-    cards = push_order(load(settings), settings.case_url)
-    titles = {card.title: card.case_id for card in cards}
-    out = asyncio.run(benchmark(args))
-    return 0 if report(out, titles, cards[0].case_id) else 1
+    out = asyncio.run(benchmark(parser.parse_args()))
+    return 0 if report(out) else 1
 
 
 if __name__ == "__main__":
