@@ -80,7 +80,7 @@ class Engine:
             Entry.model_construct(
                 id=CASE_ENTRY + case.id,
                 title=case.title,
-                questions=[case.title, case.summary, *case.aliases],
+                questions=[case.title, case.summary, *case.aliases, *case.questions],
                 keywords=[],
                 priority=1,
                 intent=None,

@@ -93,8 +93,10 @@ class PushOptions:
     """How old a pending batch an idempotent sender may still get again (WeChat: < 24 h)."""
     page_size: int = 2000
     """Subscribers read per ledger lookup."""
-    lease_seconds: float = 60.0
-    """The push lease lasts this long unless renewed (every third of it while pushing)."""
+    lease_seconds: float = 40.0
+    """The push lease lasts this long unless renewed (every third of it while pushing): with
+    the 20 s a waiting worker takes to look again, a dead owner's push is taken over within a
+    minute."""
 
 
 @dataclass(slots=True)

@@ -20,8 +20,9 @@ MAX_SCHEDULER_SLEEP = 3600.0
 """The scheduler wakes at least hourly, so a period claimed by another process is noticed."""
 SCHEDULER_RETRY_SECONDS = 600.0
 BUSY_RETRY_SECONDS = 20.0
-"""Another process holds the push lease: look again this much later. Well under the lease's
-60 s, so that when its owner dies another worker takes the push over within a minute."""
+"""Another process holds the push lease: look again this much later. With the lease's 40 s,
+a dead owner's push is taken over within a minute (at once when the owner was a process on
+this machine: its restarted worker finds it gone)."""
 
 
 async def run_scheduled_push(

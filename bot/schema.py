@@ -80,6 +80,9 @@ class Case(Strict):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
     aliases: list[Text] = []
     """Short names people use for the case (人脸识别第一案, 指导性案例192号): found in chat."""
+    questions: list[Text] = []
+    """How people ask about the case in chat (杭州卖孩子信息那个案子判了几年): the matcher
+    learns the case from these, its title, summary and aliases."""
     kind: CaseKind
     court: Text
     date: Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}(-\d{2})?$")]

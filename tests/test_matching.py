@@ -102,3 +102,18 @@ def test_kb_eval_reports_and_fails_under_its_budget(
     assert "weakest entries" in shown and "most confused" in shown
     assert main([*base, "--min-right", "1.01"]) == 1
     assert "under budget" in capsys.readouterr().err
+
+
+def test_kb_train_trains_once_and_then_finds_its_model(
+    mini_dirs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knowledge, cases = mini_dirs
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("INFOGUARD_CACHE_DIR", str(cache))
+    train = ["--knowledge", str(knowledge), "--cases", str(cases), "kb", "train"]
+    assert main(train) == 0
+    models = list(cache.glob("model-*.npz"))
+    assert len(models) == 1
+    stamp = models[0].stat().st_mtime_ns
+    assert main(train) == 0
+    assert models[0].stat().st_mtime_ns == stamp

@@ -1,19 +1,26 @@
-"""`infoguard kb check`, `kb eval` and `kb export`: validate, measure and dump the content."""
+"""`infoguard kb check`, `kb eval`, `kb train` and `kb export`: validate, measure, train and
+dump the content."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.matching.calibrate import FOLDS
 from bot.runtime import load
 
+if TYPE_CHECKING:
+    from bot.matching import Matcher
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    kb = sub.add_parser("kb", help="check or export the knowledge base and cases")
-    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="{check,eval,export}")
+    kb = sub.add_parser("kb", help="check, measure, train or export the knowledge base")
+    kb_sub = kb.add_subparsers(
+        dest="kb_command", required=True, metavar="{check,eval,train,export}"
+    )
     p = kb_sub.add_parser(
         "check",
         help="validate every knowledge and case file",
@@ -60,6 +67,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(func=_eval)
     p = kb_sub.add_parser(
+        "train",
+        help="train the matcher now, or find it already trained",
+        description=(
+            "Train and cache the matcher for this knowledge base (a minute or two after an "
+            "edit; at once when it is cached). `serve --workers N` runs it before starting its "
+            "workers, so that they load one model instead of each training its own."
+        ),
+    )
+    p.set_defaults(func=_train)
+    p = kb_sub.add_parser(
         "export",
         help="print the knowledge base and cases as JSON",
         description='Print {"entries": [...], "cases": [...]} on stdout.',
@@ -78,18 +95,28 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace, settings: Settings) -> int:
+def _trained(settings: Settings) -> Matcher:
     from bot.engine import Engine
     from bot.matching import Matcher
-    from bot.matching.evaluate import evaluate
 
     content = load(settings)
-    matcher = Matcher(
+    return Matcher(
         Engine._matchable_entries(content),
         content.lexicon,
         cache_dir=settings.cache_dir,
         progress=lambda line: print(line, file=sys.stderr),
     )
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    _trained(settings)
+    return 0
+
+
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.matching.evaluate import evaluate
+
+    matcher = _trained(settings)
     report = evaluate(matcher)
     t = matcher.thresholds
     print(

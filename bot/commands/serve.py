@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import subprocess
 import sys
 
 from bot.config import Settings
@@ -69,6 +70,10 @@ def _supervise(workers: int, settings: Settings, host: str, port: int) -> int:
     command = [sys.executable, "-m", "bot"]
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         command.append("--debug")
+    # One process trains the matcher after a knowledge edit; the workers then load it. Each
+    # training its own at once would take them longer than the supervisor waits for them.
+    if subprocess.run([*command, "kb", "train"], env=env, check=False).returncode != 0:
+        raise ConfigError("the matcher could not be trained: see the lines above")
     command += ["serve", "--host", host, "--port", str(port)]
     supervisor = Supervisor(command, workers, env, f"http://{host}:{port}")
     return asyncio.run(supervisor.run())
