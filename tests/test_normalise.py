@@ -51,3 +51,14 @@ def prepare() -> Preparer:
 )
 def test_stop_phrases_go_also_as_homophones(prepare: Preparer, message: str, content: str) -> None:
     assert prepare.content(message) == content
+
+
+def test_a_homophone_typo_of_a_common_word_is_read_as_it() -> None:
+    from bot.matching.homophones import Speller
+
+    examples = ["网贷要先交钱吗", "网贷先交钱是骗局", "网贷放款前收费", "是不是违法不知道"] * 3
+    speller = Speller(examples, keywords=["网贷诈骗", "违法"])
+    assert speller("网带先交钱") == "网贷先交钱"
+    assert speller("网贷先交钱") == "网贷先交钱"
+    # 法不 is common here only across two words (违法|不): 发不 is not corrected to it.
+    assert speller("验证码发不过来") == "验证码发不过来"

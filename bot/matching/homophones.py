@@ -30,14 +30,18 @@ def _grams(text: str) -> set[str]:
 class Speller:
     """Learned from the knowledge base's normalised example questions."""
 
-    def __init__(self, texts: Iterable[str]) -> None:
+    def __init__(self, texts: Iterable[str], keywords: Iterable[str] = ()) -> None:
+        """`texts`: the example questions; `keywords`: the entries' keywords, whose ends are
+        the only two-character words corrected to (a common pair of characters may straddle
+        two words: 法不 of 违法不违法 is no word to correct 发不 to)."""
+        pairs = {k[:2] for k in keywords if len(k) >= 2} | {k[-2:] for k in keywords if len(k) >= 2}
         used: Counter[str] = Counter()
         for text in texts:
             used.update(_grams(text))
         self._used = used
         by_sound: dict[tuple[str, ...], list[str]] = defaultdict(list)
         for word, count in used.items():
-            if count >= COMMON:
+            if count >= COMMON and (len(word) > 2 or word in pairs):
                 by_sound[self._sound(word)].append(word)
         self._word_of: dict[tuple[str, ...], str] = {}
         for sound, words in by_sound.items():

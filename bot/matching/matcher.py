@@ -97,7 +97,8 @@ class Matcher:
         self.encoder = shared_encoder(cache_dir)
         entries = list(entries)
         self.prepare.learn_words(
-            [t for e in entries for t in [*e.questions, *e.keywords]] + lexicon.out_of_scope
+            [t for e in entries for t in [*e.questions, *e.keywords]] + lexicon.out_of_scope,
+            [k for e in entries for k in e.keywords],
         )
         self.priorities = {e.id: e.priority for e in entries}
         self.training = self._training_texts(entries, lexicon)

@@ -50,10 +50,12 @@ class Preparer:
         self._urgent = [re.compile(p) for p in lexicon.urgent_patterns]
         self._speller: Speller | None = None
 
-    def learn_words(self, examples: Iterable[str]) -> None:
-        """Learn the knowledge base's words from its example questions, so that homophone
-        typos of them (网带 for 网贷) are read as them."""
-        self._speller = Speller(self.normalize(e) for e in examples)
+    def learn_words(self, examples: Iterable[str], keywords: Iterable[str] = ()) -> None:
+        """Learn the knowledge base's words from its example questions and keywords, so that
+        homophone typos of them (网带 for 网贷) are read as them."""
+        self._speller = Speller(
+            (self.normalize(e) for e in examples), [self.normalize(k) for k in keywords]
+        )
 
     def content(self, text: str) -> str:
         """The normalised text, homophone typos of the knowledge base's words corrected,
