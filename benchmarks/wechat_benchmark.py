@@ -22,11 +22,13 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
+
+import yaml
 
 TOKEN = "benchmarktoken"
 LEVELS = (1, 16, 64)
@@ -191,7 +193,13 @@ class Connection(asyncio.Protocol):
 
 
 async def load(
-    url: str, target: str, clients: int, total: int, max_seconds: float, ids: itertools.count[int]
+    url: str,
+    target: str,
+    clients: int,
+    total: int,
+    max_seconds: float,
+    ids: itertools.count[int],
+    questions: Sequence[str] = QUESTIONS,
 ) -> Figures:
     """`clients` concurrent WeChat users posting signed text messages to `url` until `total`
     requests or `max_seconds`.
@@ -230,7 +238,7 @@ async def load(
             while sent < total and time.perf_counter() < stop_at:
                 sent += 1
                 msg_id = next(ids)
-                body = text_body(user, msg_id, QUESTIONS[msg_id % len(QUESTIONS)])
+                body = text_body(user, msg_id, questions[msg_id % len(questions)])
                 began = time.perf_counter()
                 try:
                     if conn is None or conn.lost:
@@ -255,8 +263,19 @@ async def load(
     return Figures(target, clients, len(latencies), seconds, latencies, errors, deferred)
 
 
+def test_set_messages() -> list[str]:
+    """Every message of the paired test sets: most of them new to the encoder's memory."""
+    folder = Path(__file__).resolve().parent.parent / "tests" / "data"
+    found = []
+    for path in sorted(folder.glob("matcher_pairs*.yaml")):
+        found += [" ".join(str(item["q"]).split()) for item in yaml.safe_load(path.read_text())]
+    return found
+
+
 async def run(options: argparse.Namespace) -> None:
     ids = itertools.count(10**12)
+    questions = test_set_messages() if options.varied else QUESTIONS
+    print(f"{len(set(questions))} different messages", flush=True)
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
         bot_port, bare_port = free_port(), free_port()
@@ -287,7 +306,7 @@ async def run(options: argparse.Namespace) -> None:
                 for name, url in targets:
                     cpu = time.process_time()  # this process is the load client only
                     figures = await load(
-                        url, name, clients, options.requests, options.max_seconds, ids
+                        url, name, clients, options.requests, options.max_seconds, ids, questions
                     )
                     cpu = time.process_time() - cpu
                     client = cpu / max(1, figures.requests) * 1000
@@ -300,6 +319,11 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=20.0, help="time cap per level")
     parser.add_argument("--knowledge", type=Path, help="knowledge folder (default: bundled)")
     parser.add_argument("--cases", type=Path, help="cases folder (default: bundled)")
+    parser.add_argument(
+        "--varied",
+        action="store_true",
+        help="post the test sets' messages (about 2,000) instead of 8 fixed ones",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
