@@ -34,9 +34,11 @@ CASE_PREFIX = "case:"
 CASE_ENTRY = "case_"
 """How the matcher knows a case: a pseudo-entry "case_<id>" trained on its title and names."""
 
-ASIDE_SURE = 0.8
-"""Beside small talk, a few words ask a question of their own only when the matcher is this sure
-of them ("谢谢，验证码呢" is 0.98 verification_code; "谢谢你帮了大忙" is 0.61 about)."""
+SURE = 0.8
+"""A matcher's answer this likely stands against a guess by words: beside small talk, a few
+words ask a question of their own only when the matcher is this sure of them ("谢谢，验证码呢"
+is 0.98 verification_code; "谢谢你帮了大忙" is 0.61 about), and a case named by its words
+overrides only a less likely answer ("以后有新的案例能不能推送给我" is 0.99 subscribe)."""
 
 
 def _no_url(case_id: str) -> str | None:
@@ -199,9 +201,9 @@ class Engine:
         if kind == "urgent":
             return Outcome(self.guide.emergency(), "emergency", match.score)
         case_id = self._case_of(match.entry_id)
-        if not self._urgent(match.entry_id):
+        if not self._urgent(match.entry_id) and (case_id or match.score < SURE):
             # A question that names a case (193号指导案例, 柯某案) by what is its own alone:
-            # surer than the model, which has a few titles of each case to learn from.
+            # surer than a model that is unsure, or that picked a case among a dozen alike.
             case_id = self.case_finder.find(text) or case_id
         if case_id:
             case = self.content.cases[case_id]
@@ -235,7 +237,7 @@ class Engine:
             # "谢谢你帮了大忙": small talk, unless the words beside it ask something.
             aside = await self._batched.match(chat.rest)
             kind = aside.decision.kind if aside.decision is not None else "decline"
-            if kind == "urgent" or (aside.entry_id is not None and aside.score >= ASIDE_SURE):
+            if kind == "urgent" or (aside.entry_id is not None and aside.score >= SURE):
                 return None
         if chat.reply is None:
             return Outcome([self._welcome()], "greeting", 1.0)

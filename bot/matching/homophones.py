@@ -78,9 +78,12 @@ class Speller:
         return None
 
     def _correction_at(self, text: str, sounds: list[str], start: int) -> tuple[str, int] | None:
-        """The common word that the seldom-written run starting here sounds like."""
+        """The common word that the seldom-written run starting here sounds like; never one
+        that would swallow the start of a common word further on (识式别安全: not 识别案)."""
         for length in LENGTHS:
-            if start + length > len(text):
+            if start + length > len(text) or any(
+                self._word_at(text, inside) for inside in range(start + 1, start + length)
+            ):
                 continue
             word = self._word_of.get(tuple(sounds[start : start + length]))
             if word is not None:
