@@ -42,6 +42,7 @@ from bot.push import push_order
 from bot.runtime import load
 
 TIME_GOAL_SECONDS = 15.0
+"""For 100,000 subscribers; in proportion for more (a million: 150 s)."""
 RSS_GOAL_MB = 150.0
 
 
@@ -246,7 +247,8 @@ def report(results: dict[str, Any], kills_made: int) -> bool:
     ok = True
     if "speed" in results:
         s = results["speed"]
-        time_ok = s["seconds"] <= TIME_GOAL_SECONDS
+        time_goal = TIME_GOAL_SECONDS * max(1.0, s["subscribers"] / 100_000)
+        time_ok = s["seconds"] <= time_goal
         rss_ok = s["peak_rss_mb"] <= RSS_GOAL_MB
         all_got = s["delivered"] == s["subscribers"]
         ok &= time_ok and rss_ok and all_got
@@ -258,7 +260,7 @@ def report(results: dict[str, Any], kills_made: int) -> bool:
         )
         print(f"  {s['summary']}")
         print(
-            f"  bars: time <= {TIME_GOAL_SECONDS:g} s {'OK' if time_ok else 'MISSED'}, "
+            f"  bars: time <= {time_goal:g} s {'OK' if time_ok else 'MISSED'}, "
             f"RSS <= {RSS_GOAL_MB:g} MB {'OK' if rss_ok else 'MISSED'}"
         )
     k = results["kills"]
