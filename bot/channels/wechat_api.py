@@ -175,7 +175,9 @@ class WeChatAPI:
             "clientmsgid": clientmsgid,
         }
         try:
-            data = await self.call("message/mass/send", payload, idempotent=True)
+            # A repeat's 45065 is expected: not worth a warning in the log.
+            quiet = frozenset({DUPLICATE_CLIENTMSGID}) if repeat else frozenset()
+            data = await self.call("message/mass/send", payload, idempotent=True, quiet=quiet)
         except WeChatAPIError as exc:
             if exc.errcode != DUPLICATE_CLIENTMSGID or not (repeat or exc.attempts > 1):
                 raise
@@ -184,9 +186,17 @@ class WeChatAPI:
 
     # -- the machinery -----------------------------------------------------------------------
 
-    async def call(self, path: str, payload: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
+    async def call(
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        idempotent: bool,
+        quiet: frozenset[int] = frozenset(),
+    ) -> dict[str, Any]:
         """POST `payload` to /cgi-bin/`path` with the access token, under the retry policy in
-        the module docstring; returns the JSON answer or raises WeChatAPIError."""
+        the module docstring; returns the JSON answer or raises WeChatAPIError (logged as a
+        warning unless its errcode is one of `quiet`, which the caller expects)."""
         token = await self.access_token()
         refreshed = False
         attempt = 0
@@ -213,7 +223,8 @@ class WeChatAPI:
             if code == SYSTEM_BUSY and idempotent and attempt < self.max_attempts:
                 await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
                 continue
-            _LOGGER.warning("wechat %s answered errcode %s", path, code)
+            level = logging.DEBUG if code in quiet else logging.WARNING
+            _LOGGER.log(level, "wechat %s answered errcode %s", path, code)
             raise WeChatAPIError(code, data=data, attempts=attempt)
 
     async def access_token(self) -> str:
