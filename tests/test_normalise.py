@@ -47,8 +47,6 @@ def prepare() -> Preparer:
         ("快递单怎么出理", "快递单"),  # a homophone of the stop phrase
         ("被骗了怎么半", "被骗了"),
         ("请问怎么办理电话卡", "怎么办理电话卡"),  # 办理 is the topic, not filler
-        ("怎么办电话卡", "怎么办电话卡"),  # how to apply for one: not 电话卡 alone
-        ("被骗了怎么办，钱呢", "被骗了钱呢"),  # filler where its clause ends
     ],
 )
 def test_stop_phrases_go_also_as_homophones(prepare: Preparer, message: str, content: str) -> None:

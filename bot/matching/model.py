@@ -32,7 +32,7 @@ import numpy.typing as npt
 from bot.matching.ngrams import Features, NgramFeaturizer
 
 _LOGGER = logging.getLogger(__name__)
-MODEL_VERSION = 7
+MODEL_VERSION = 6
 """Bump when features or training change, so old caches are not used."""
 OUT_OF_SCOPE = "__out_of_scope__"
 TOLERANCE = 1e-3

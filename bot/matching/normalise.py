@@ -18,7 +18,6 @@ from bot.schema import Lexicon
 from bot.text import Normalizer
 
 MAX_CLAUSES = 8
-_PARTICLES = "啊呀呢啦吧哦嘛哈嘞"
 SOUNDED_STOP = 3
 """Stop phrases this long are also removed when typed as homophones (怎么出理 for 怎么处理):
 shorter ones sound like too many real words."""
@@ -42,11 +41,8 @@ class Preparer:
     def __init__(self, lexicon: Lexicon) -> None:
         self.normalize = Normalizer(lexicon.replacements())
         stops = sorted(map(self.normalize, lexicon.stop_phrases), key=len, reverse=True)
-        # 怎么办 is filler at the end of a clause, but not in 怎么办理 or 怎么办电话卡 (how to
-        # apply for): there it asks for something else.
-        alternatives = [
-            re.escape(s) + (f"(?=$|[{_PARTICLES}])" if s.endswith("办") else "") for s in stops if s
-        ]
+        # 怎么办 is filler, but not the 怎么办 of 怎么办理 (how to apply for): that is the topic.
+        alternatives = [re.escape(s) + ("(?!理)" if s.endswith("办") else "") for s in stops if s]
         self._stop_phrases = re.compile("|".join(alternatives) or "(?!)")
         self._sounded = {s for s in stops if len(s) >= SOUNDED_STOP}
         self._stop_sounds: set[tuple[str, ...]] | None = None
@@ -63,15 +59,11 @@ class Preparer:
 
     def content(self, text: str) -> str:
         """The normalised text, homophone typos of the knowledge base's words corrected,
-        without stop phrases, also ones typed as homophones; clause by clause, so that a
-        phrase is filler or not by where its clause ends."""
-        clauses = self.normalize.clauses(text, limit=len(text) + 1)
-        return "".join(self._clause_content(c) for c in clauses)
-
-    def _clause_content(self, clause: str) -> str:
+        without stop phrases, also ones typed as homophones."""
+        text = self.normalize(text)
         if self._speller is not None:
-            clause = self._speller(clause)
-        return self._without_stop_sounds(self._stop_phrases.sub("", clause))
+            text = self._speller(text)
+        return self._without_stop_sounds(self._stop_phrases.sub("", text))
 
     def _without_stop_sounds(self, text: str) -> str:
         if self._stop_sounds is None:
@@ -104,8 +96,7 @@ class Preparer:
         content = self.content(message)
         clauses: tuple[str, ...] = ()
         if content:
-            clauses_of = self.normalize.clauses(message, limit=MAX_CLAUSES)
-            parts = [self._clause_content(c) for c in clauses_of]
+            parts = [self.content(c) for c in self.normalize.clauses(message, limit=MAX_CLAUSES)]
             parts = [p for p in parts if p]
             if len(parts) > 1:
                 clauses = tuple(parts)
