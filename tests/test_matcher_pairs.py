@@ -28,7 +28,7 @@ def matcher() -> Matcher:
     ("paths", "least_right", "most_wrong", "least_declined"),
     [
         pytest.param([DESIGN_SET], 0.93, 0.05, 0.94, id="design"),
-        pytest.param(UNSEEN_SETS, 0.94, 0.04, 0.94, id="unseen"),
+        pytest.param(UNSEEN_SETS, 0.94, 0.04, 0.92, id="unseen"),
     ],
 )
 async def test_pairs_meet_the_budgets(
