@@ -3,7 +3,7 @@
 A message is small talk when nothing is left of it once its small-talk phrases, particles and
 pronouns are taken away ("好的谢谢啦", "謝謝你" are; "谢谢，那验证码呢" is not), so a real
 question that starts politely still reaches the matcher. A message that only opens or closes
-with small talk around a few words ("谢谢你帮了大忙") is `loosely` small talk: the engine
+with small talk beside a few words ("谢谢你帮了大忙") is small talk with a `rest`: the engine
 replies to it as small talk only when the matcher finds no question in those words.
 """
 
@@ -45,21 +45,18 @@ class SmallTalkReplies:
         self._reply_of: dict[str, str | None] = {}
         for item in table:
             for phrase in item.phrases:
-                self._reply_of.setdefault(self._clean(phrase), item.reply)
+                self._reply_of.setdefault(self._normalize(phrase), item.reply)
         for greeting in greetings:
-            self._reply_of.setdefault(self._clean(greeting), None)
+            self._reply_of.setdefault(self._normalize(greeting), None)
         keys = sorted(filter(None, self._reply_of), key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, keys))) if keys else None
-
-    def _clean(self, text: str) -> str:
-        return self._normalize(text)
 
     def find(self, text: str) -> Chat | None:
         """`text` as small talk: wholly (no `rest`), or loosely (it opens or closes with small
         talk beside a few other words, for the matcher to look at); else None."""
         if self._pattern is None:
             return None
-        clean = self._clean(text)
+        clean = self._normalize(text)
         found = self._pattern.findall(clean)
         if not found:
             return None
