@@ -1,9 +1,9 @@
 """Which court case a message names: "193号指导案例", "郭兵告动物园的案子", "柯某案".
 
-A case has a handful of titles and aliases to train on, too few for the model to learn it
-apart from the topic entry it illustrates (the gym case and the face-data entry share every
-word but one). What sets a case apart is what belongs to it alone: its number, its parties,
-its town, its platform. So a case is found by those words, not by similarity:
+The model learns each case from a dozen or so example questions, few beside the topic entry
+it illustrates (the gym case and the face-data entry share every word but one). What sets a
+case apart is what belongs to it alone: its number, its parties, its town, its platform. So
+a case is also found by those words, not by similarity:
 
 - a distinctive n-gram is one that occurs in a single case's article (title, aliases,
   summary, facts, outcome, court, tags); it counts in full when no example question of the
@@ -92,7 +92,9 @@ class CaseFinder:
 
     def scores(self, text: str) -> dict[str, float]:
         """Per case, the characters of the normalised `text` its own words cover."""
-        text = self._normalize(text)
+        return self._scores(self._normalize(text))
+
+    def _scores(self, text: str) -> dict[str, float]:
         cover: dict[str, list[float]] = {}
         for n in ORDERS:
             for i in range(len(text) - n + 1):
@@ -107,12 +109,12 @@ class CaseFinder:
 
     def find(self, text: str) -> str | None:
         """The case `text` names, or None."""
-        ranked = sorted(self.scores(text).items(), key=lambda item: -item[1])
+        text = self._normalize(text)
+        ranked = sorted(self._scores(text).items(), key=lambda item: -item[1])
         if not ranked:
             return None
         best, cover = ranked[0]
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
-        text = self._normalize(text)
         asked = _ASKS_ABOUT_A_CASE.search(text) is not None
         least = max(MIN_COVERED if asked else MIN_COVERED_UNASKED, MIN_COVERED_SHARE * len(text))
         enough = cover >= least

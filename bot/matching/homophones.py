@@ -1,4 +1,4 @@
-"""Homophone typos corrected to the knowledge base's own words: 网带 → 网贷, 公简法 → 公检法.
+"""Homophone typos corrected to the knowledge base's own words: 网带 → 网贷, 人连 → 人脸.
 
 Pinyin input puts a word's homophone on the screen as easily as the word. The syllable
 n-grams of `ngrams` soften such a typo; this goes further for the words the knowledge base
@@ -58,9 +58,10 @@ class Speller:
         if not self._word_of or len(text) < min(LENGTHS):
             return text
         sounds = [syllable(c) for c in text]
+        words = [self._word_at(text, i) for i in range(len(text))]
         out, start = [], 0
         while start < len(text):
-            step = self._word_at(text, start) or self._correction_at(text, sounds, start)
+            step = words[start] or self._correction_at(sounds, words, start)
             if step is None:
                 out.append(text[start])
                 start += 1
@@ -77,13 +78,14 @@ class Speller:
                 return span, length
         return None
 
-    def _correction_at(self, text: str, sounds: list[str], start: int) -> tuple[str, int] | None:
+    def _correction_at(
+        self, sounds: list[str], words: list[tuple[str, int] | None], start: int
+    ) -> tuple[str, int] | None:
         """The common word that the seldom-written run starting here sounds like; never one
-        that would swallow the start of a common word further on (识式别安全: not 识别案)."""
+        that would swallow the start of a common word further on (识式别安全: not 识别案).
+        `words`: the common word starting at each position, if any."""
         for length in LENGTHS:
-            if start + length > len(text) or any(
-                self._word_at(text, inside) for inside in range(start + 1, start + length)
-            ):
+            if start + length > len(sounds) or any(words[start + 1 : start + length]):
                 continue
             word = self._word_of.get(tuple(sounds[start : start + length]))
             if word is not None:
